@@ -1,0 +1,109 @@
+r"""Train-step throughput on synthetic data (no TensorFlow needed): images/s and MFU.
+
+    python experiments/benchmark.py                         # digits + ResNet-18 CIFAR SimCLR
+    python experiments/benchmark.py --config=configs/simclr.py:cifar10 --batch_size=512
+
+Times the real jitted train step of `ssl_jax.train.Trainer` (device augmentation, forward,
+backward, optimizer, online probe) on random uint8 views already on the devices, so it
+measures the step, not the input pipeline. FLOPs per step come from XLA's cost analysis of the
+compiled step; MFU = achieved FLOP/s / the device's peak (known accelerators only, or
+--peak_tflops). Prints one JSON line per config.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+from ssl_jax import methods, parallel, train
+
+# Dense bf16 peak FLOP/s per device, from the vendors' data sheets.
+PEAK_FLOPS = {"NVIDIA H100": 989e12, "NVIDIA H200": 989e12, "NVIDIA A100": 312e12,
+              "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5p": 459e12}
+
+# The shape of the views each dataset's pipeline produces (the benchmark skips the pipeline).
+CHANNELS = {"digits": 1, "cifar10": 3, "imagenet2012": 3}
+
+
+def load_config(spec: str):
+  """'configs/simclr.py:digits' -> the config its get_config returns."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("benchmark_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+def peak_flops(device) -> float | None:
+  for name, flops in PEAK_FLOPS.items():
+    if device.device_kind.startswith(name):
+      return flops
+  return None
+
+
+def benchmark(spec: str, batch_size: int | None, steps: int, warmup: int,
+              peak_tflops: float | None) -> dict:
+  config = load_config(spec)
+  if batch_size:
+    config.unlock()
+    config.batch_size = batch_size
+  mesh = parallel.make_mesh(config.mesh_data_axis)
+  size = config.data.image_size
+  image_shape = (size, size, CHANNELS[config.dataset])
+  trainer = train.Trainer(config, methods.build(config), mesh, image_shape, num_classes=10,
+                          total_steps=steps + warmup, steps_per_epoch=100)
+  rng = np.random.default_rng(0)
+  local = config.batch_size // jax.process_count()
+  batch = parallel.global_batch({
+      "views": rng.integers(0, 256, (local, config.data.num_views) + image_shape, np.uint8),
+      "label": rng.integers(0, 10, (local,), np.int32)}, mesh)
+  state = trainer.create_state(config.seed)
+  compiled = trainer.train_step.lower(state, batch).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops_per_step = float(cost.get("flops", 0.0)) if cost else 0.0
+  for _ in range(warmup):
+    state, measurements = trainer.train_step(state, batch)
+  jax.block_until_ready(measurements)
+  started = time.perf_counter()
+  for _ in range(steps):
+    state, measurements = trainer.train_step(state, batch)
+  jax.block_until_ready(measurements)
+  seconds = (time.perf_counter() - started) / steps
+  device = jax.devices()[0]
+  peak = peak_tflops * 1e12 if peak_tflops else peak_flops(device)
+  # cost_analysis reports the per-device program; the step runs on every device at once.
+  achieved = flops_per_step / seconds if flops_per_step else None
+  return {"config": spec, "method": config.method, "encoder": dict(config.encoder),
+          "batch_size": config.batch_size, "image_shape": list(image_shape),
+          "devices": jax.device_count(), "device_kind": device.device_kind,
+          "step_ms": round(seconds * 1e3, 2),
+          "images_per_second": round(config.batch_size / seconds, 1),
+          "images_per_second_per_device": round(config.batch_size / seconds / jax.device_count(), 1),
+          "gflops_per_step_per_device": round(flops_per_step / 1e9, 2) if flops_per_step else None,
+          "mfu": round(achieved / peak, 4) if achieved and peak else None}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--config", action="append",
+                      help="config spec; repeatable (default: simclr digits and cifar10)")
+  parser.add_argument("--batch_size", type=int, default=None, help="override the global batch")
+  parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--warmup", type=int, default=3)
+  parser.add_argument("--peak_tflops", type=float, default=None,
+                      help="device peak for MFU when the device is not in the known table")
+  args = parser.parse_args()
+  for spec in args.config or ["configs/simclr.py:digits", "configs/simclr.py:cifar10"]:
+    print(json.dumps(benchmark(spec, args.batch_size, args.steps, args.warmup,
+                               args.peak_tflops)), flush=True)
+
+
+if __name__ == "__main__":
+  main()

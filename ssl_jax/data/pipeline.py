@@ -1,0 +1,386 @@
+"""Host input pipeline: TFDS datasets -> tf.data -> numpy batches.
+
+The host does only what must happen per example before batching: decoding, the
+random resized crop and the horizontal flip (SimCLR, Chen et al. 2020, Appendix
+A: crop-and-resize then flip). Photometric augmentation runs on the accelerator
+in `ssl_jax.data.augment`, so only this module (with the TFDS builders it
+registers) needs TensorFlow.
+
+Training streams are a pure function of (config.seed, step). Epoch `e` of
+process `p` reads the process's shard in an order seeded by (seed, p, e) and
+keeps `steps_per_epoch * b` examples (the remainder is dropped); the crops and
+flips of the example at position `i` of the epoch come from row `i` of
+stateless random draws seeded by (seed, p, e). Resuming at step S therefore
+starts at epoch S // steps_per_epoch and skips the (S % steps_per_epoch) * b
+examples already seen, which reproduces the uninterrupted stream exactly. The
+skip happens before any decoding or augmentation: large datasets are streamed
+as encoded records and decoded after it; small ones (digits, CIFAR) are
+decoded once into an in-memory cache.
+"""
+
+from collections.abc import Callable, Iterator
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from ssl_jax.data.builders import digits  # pylint: disable=unused-import  (registers "digits")
+from ssl_jax.errors import UserError
+
+# TF only runs host-side input ops here; keep it off the accelerators JAX owns.
+if tf.config.list_physical_devices("GPU"):
+  tf.config.set_visible_devices([], "GPU")
+
+# Datasets whose builders live in `ssl_jax.data.builders` and prepare offline.
+_EMBEDDED = frozenset({"digits"})
+_CROPS = ("none", "random_resized")
+_EVAL_CROPS = ("none", "center")
+# Training shards whose decoded uint8 images fit in this many bytes (CIFAR's
+# 50k x 32x32x3 = 150 MiB does) are decoded once and cached in host memory.
+_MAX_CACHED_BYTES = 256 * 2**20
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What the trainer needs to size a run and a model for a dataset.
+
+  Attributes:
+    num_train_examples: examples in `config.data.train_split` (all processes).
+    num_test_examples: examples in `config.data.test_split` (0 when it is None).
+    num_classes: classes of the label feature, None when there is no label.
+    image_shape: (H, W, C) of a training view as `train_batches` yields it.
+  """
+  num_train_examples: int
+  num_test_examples: int
+  num_classes: int | None
+  image_shape: tuple[int, int, int]
+
+
+def load_builder(config: Any) -> tfds.core.DatasetBuilder:
+  """Returns the TFDS builder of `config.dataset`, ready to read.
+
+  Embedded datasets (digits) are prepared into `config.data.data_dir` on first
+  use, offline. Real datasets are never downloaded implicitly: an unprepared
+  one raises a UserError saying how to prepare it.
+  """
+  name = config.dataset
+  try:
+    builder = tfds.builder(name, data_dir=config.data.data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise UserError(
+        f"unknown dataset '{name}': not a TFDS dataset (see tfds.list_builders()) "
+        f"nor an embedded one ({', '.join(sorted(_EMBEDDED))})") from e
+  if name in _EMBEDDED and not builder.is_prepared():
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  _num_examples(builder, config.data.train_split)  # Fails early if unreadable.
+  return builder
+
+
+def dataset_info(config: Any) -> DatasetInfo:
+  """Returns sizes, classes and training-view shape of the configured dataset."""
+  builder = load_builder(config)
+  data = config.data
+  label_key = data.get("label_key", "label")
+  num_classes = None
+  if label_key is not None:
+    num_classes = getattr(_feature(builder, label_key), "num_classes", None)
+  return DatasetInfo(
+      num_train_examples=_num_examples(builder, data.train_split),
+      num_test_examples=(
+          0 if data.test_split is None else _num_examples(builder, data.test_split)),
+      num_classes=num_classes,
+      image_shape=_view_shape(builder, data, data.crop, "crop"),
+  )
+
+
+def train_batches(
+    config: Any, *, start_step: int, process_index: int, process_count: int
+) -> Iterator[dict[str, np.ndarray]]:
+  """Returns an endless iterator over this process's batches from step `start_step` on.
+
+  Each batch is {"views": uint8 [b, V, H, W, C], "label": int32 [b]} ("label"
+  only when `config.data.label_key` is set), with b = batch_size //
+  process_count and V = `config.data.num_views` independently cropped/flipped
+  views of each example.
+  """
+  if start_step < 0:
+    raise UserError(f"start_step must be >= 0, got {start_step}")
+  builder = load_builder(config)
+  data = config.data
+  batch = _local_batch_size(config.batch_size, process_count)
+  shards = _shards(data.train_split, process_index, process_count)
+  shard_sizes = [_num_examples(builder, s) for s in shards]
+  # The smallest shard sets the epoch length so that all processes step in lockstep.
+  steps_per_epoch = min(shard_sizes) // batch
+  if steps_per_epoch == 0:
+    raise UserError(
+        f"batch_size {config.batch_size} exceeds the {data.train_split!r} split of "
+        f"'{config.dataset}' ({process_count} process(es))")
+  num_views = data.num_views
+  if num_views < 1:
+    raise UserError(f"config.data.num_views must be >= 1, got {num_views}")
+  view_shape = _view_shape(builder, data, data.crop, "crop")
+  image_key, label_key = data.get("image_key", "image"), data.get("label_key", "label")
+  decoders = _decoders(builder, image_key, label_key)
+  decode = _decoder(builder, image_key)
+  shard, shard_size = shards[process_index], shard_sizes[process_index]
+  cached = _fits_in_memory(builder, image_key, shard_size)
+  base_key = tf.constant([config.seed, process_index], tf.int64)
+
+  if cached:
+    # Small datasets (digits, CIFAR) are decoded once and kept in host memory;
+    # each epoch is then a full seeded permutation of the shard.
+    examples = _open(builder, shard, decoders=decoders).map(
+        lambda ex: {**ex, image_key: decode(ex[image_key])},
+        num_parallel_calls=tf.data.AUTOTUNE).cache()
+
+    def epoch_order(file_seed: tf.Tensor, shuffle_seed: tf.Tensor) -> tf.data.Dataset:
+      del file_seed  # The cache is read in file order; the shuffle sees all of it.
+      return examples.shuffle(shard_size, seed=shuffle_seed,
+                              reshuffle_each_iteration=False)
+  else:
+    # Large datasets stream encoded records; decoding waits until after the skip.
+    def epoch_order(file_seed: tf.Tensor, shuffle_seed: tf.Tensor) -> tf.data.Dataset:
+      read_config = tfds.ReadConfig(
+          shuffle_seed=file_seed, shuffle_reshuffle_each_iteration=False,
+          try_autocache=False)
+      ds = _open(builder, shard, shuffle_files=True, decoders=decoders,
+                 read_config=read_config)
+      return ds.shuffle(data.shuffle_buffer, seed=shuffle_seed,
+                        reshuffle_each_iteration=False)
+
+  # Plain graph code; keeps autograph from trying to convert TFDS's reader.
+  @tf.autograph.experimental.do_not_convert
+  def epoch_examples(epoch: tf.Tensor) -> tf.data.Dataset:
+    """(example, randomness) pairs of one epoch; row i of the randomness is example i's."""
+    epoch_key = tf.random.experimental.stateless_fold_in(base_key, epoch)
+    file_key, shuffle_key, crop_key, flip_key = tf.unstack(
+        tf.random.experimental.stateless_split(epoch_key, 4))
+    size = steps_per_epoch * batch
+    randomness = {
+        "crop": tf.random.stateless_uniform(
+            [size, 2], seed=crop_key, minval=None, maxval=None, dtype=tf.int64),
+        "flip": tf.random.stateless_uniform([size, num_views], seed=flip_key) < 0.5,
+    }
+    ds = epoch_order(_op_seed(file_key), _op_seed(shuffle_key)).take(size)
+    return tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(randomness))
+
+  def crop_views(
+      ex: dict[str, tf.Tensor], rnd: dict[str, tf.Tensor]
+  ) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
+    """Per example: decodes (unless cached) and cuts the V random resized crops."""
+    image = ex[image_key] if cached else decode(ex[image_key])
+    if data.crop == "random_resized":
+      seeds = tf.random.experimental.stateless_split(rnd["crop"], num_views)
+      image = tf.stack(
+          [_random_resized_crop(image, seeds[v], data) for v in range(num_views)])
+    return {**ex, image_key: image}, rnd
+
+  def finish(ex: dict[str, tf.Tensor], rnd: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """Per batch: repeats uncropped images into views and flips them."""
+    views = ex[image_key]
+    if data.crop == "none":
+      views = tf.repeat(views[:, None], num_views, axis=1)
+    if data.flip:
+      views = tf.where(rnd["flip"][:, :, None, None, None], tf.reverse(views, [3]), views)
+    out = {"views": tf.ensure_shape(views, (batch, num_views, *view_shape))}
+    if label_key is not None:
+      out["label"] = tf.cast(ex[label_key], tf.int32)
+    return out
+
+  start_epoch, step_in_epoch = divmod(start_step, steps_per_epoch)
+  ds = tf.data.Dataset.counter(start_epoch).flat_map(epoch_examples)
+  ds = ds.skip(step_in_epoch * batch)
+  if data.crop == "random_resized" or not cached:
+    ds = ds.map(crop_views, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(batch, drop_remainder=True).map(finish)
+  return ds.prefetch(data.prefetch).as_numpy_iterator()
+
+
+def eval_batches(
+    config: Any, split: str, *, batch_size: int, process_index: int = 0,
+    process_count: int = 1
+) -> Iterator[dict[str, np.ndarray]]:
+  """Returns an iterator over this process's share of `split`, once, in order.
+
+  Each batch is {"image": uint8 [bs, H, W, C], "label": int32 [bs], "mask": bool
+  [bs]}; padding examples are zeros with mask False. Every process yields the
+  same number of batches (that of the largest shard) so that multi-host
+  evaluation steps stay in lockstep.
+  """
+  builder = load_builder(config)
+  data = config.data
+  if batch_size < 1:
+    raise UserError(f"eval batch_size must be >= 1, got {batch_size}")
+  shards = _shards(split, process_index, process_count)
+  num_batches = math.ceil(max(_num_examples(builder, s) for s in shards) / batch_size)
+  image_shape = _view_shape(builder, data, data.eval_crop, "eval_crop")
+  image_key, label_key = data.get("image_key", "image"), data.get("label_key", "label")
+  decode = _decoder(builder, image_key)
+
+  def preprocess(ex: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    image = decode(ex[image_key])
+    if data.eval_crop == "center":
+      image = _resize_and_center_crop(image, data.eval_resize, data.image_size)
+    out = {"image": tf.ensure_shape(image, image_shape)}
+    if label_key is not None:
+      out["label"] = tf.cast(ex[label_key], tf.int32)
+    return {**out, "mask": True}
+
+  ds = _open(builder, shards[process_index],
+             decoders=_decoders(builder, image_key, label_key))
+  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+  padding = tf.nest.map_structure(
+      lambda spec: tf.zeros(spec.shape, spec.dtype), ds.element_spec)
+  ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
+  ds = ds.take(num_batches * batch_size).batch(batch_size)
+  return ds.prefetch(data.prefetch).as_numpy_iterator()
+
+
+def _open(builder: tfds.core.DatasetBuilder, split: Any, **kwargs) -> tf.data.Dataset:
+  """`builder.as_dataset(split)`, with unprepared data and bad splits as UserErrors."""
+  try:
+    return builder.as_dataset(split=split, **kwargs)
+  except AssertionError as e:  # How TFDS reports a dataset that was never prepared.
+    hint = (" (imagenet2012 needs its manual download first, see its TFDS page)"
+            if builder.name == "imagenet2012" else "")
+    raise UserError(
+        f"dataset '{builder.name}' is not prepared in {builder.data_dir_root}: run "
+        f"`tfds build {builder.name} --data_dir={builder.data_dir_root}`{hint}") from e
+  except ValueError as e:  # Unknown split names, and slices that select nothing.
+    reason = str(e).splitlines()[0]
+    raise UserError(
+        f"split {str(split)!r} of dataset '{builder.name}' is empty or invalid: "
+        f"{reason}") from e
+
+
+def _num_examples(builder: tfds.core.DatasetBuilder, split: Any) -> int:
+  """Counts the examples of `split` (a name, slice or even split) without reading it."""
+  count = int(_open(builder, split).cardinality())
+  if count <= 0:
+    raise UserError(
+        f"split {str(split)!r} of dataset '{builder.name}' is empty or of unknown size")
+  return count
+
+
+def _shards(split: str, process_index: int, process_count: int) -> list[Any]:
+  """All processes' even shares of `split`; process p reads `[p]`."""
+  if not 0 <= process_index < process_count:
+    raise UserError(
+        f"process_index {process_index} is not in [0, process_count={process_count})")
+  return tfds.even_splits(split, n=process_count)
+
+
+def _local_batch_size(batch_size: int, process_count: int) -> int:
+  if batch_size < 1 or batch_size % process_count:
+    raise UserError(
+        f"batch_size {batch_size} must be a positive multiple of the process count "
+        f"{process_count}")
+  return batch_size // process_count
+
+
+def _feature(builder: tfds.core.DatasetBuilder, key: str) -> tfds.features.FeatureConnector:
+  features = builder.info.features
+  if key not in features:
+    raise UserError(
+        f"dataset '{builder.name}' has no feature '{key}' (it has {sorted(features)})")
+  return features[key]
+
+
+def _fits_in_memory(
+    builder: tfds.core.DatasetBuilder, image_key: str, num_examples: int) -> bool:
+  """Whether `num_examples` decoded fixed-size images fit the in-memory cache."""
+  shape = _feature(builder, image_key).shape
+  if None in shape:
+    return False
+  return num_examples * math.prod(shape) <= _MAX_CACHED_BYTES
+
+
+def _decoder(
+    builder: tfds.core.DatasetBuilder, image_key: str
+) -> Callable[[tf.Tensor], tf.Tensor]:
+  """Returns encoded image -> uint8 [H, W, C], keeping the dataset's channels."""
+  feature = _feature(builder, image_key)
+
+  def decode(encoded: tf.Tensor) -> tf.Tensor:
+    image = feature.decode_example(encoded)
+    if image.dtype != tf.uint8:  # Rescales uint16 and [0, 1] float images.
+      image = tf.image.convert_image_dtype(image, tf.uint8, saturate=True)
+    return image
+
+  return decode
+
+
+def _view_shape(
+    builder: tfds.core.DatasetBuilder, data: Any, crop: str, crop_key: str
+) -> tuple[int, int, int]:
+  """(H, W, C) of images after `crop`; fixed-size crops are needed for batching."""
+  allowed = _CROPS if crop_key == "crop" else _EVAL_CROPS
+  if crop not in allowed:
+    raise UserError(f"config.data.{crop_key} must be one of {allowed}, got {crop!r}")
+  shape = tuple(_feature(builder, data.get("image_key", "image")).shape)
+  if len(shape) != 3 or shape[-1] is None:
+    raise UserError(f"dataset '{builder.name}' images have shape {shape}, not (H, W, C)")
+  if crop == "none":
+    if None in shape:
+      raise UserError(
+          f"dataset '{builder.name}' has images of varying size {shape}: set "
+          f"config.data.{crop_key} to crop them to config.data.image_size")
+    return shape
+  if crop == "center" and (data.eval_resize is None or data.eval_resize < data.image_size):
+    raise UserError(
+        f"config.data.eval_resize ({data.eval_resize}) must be >= image_size "
+        f"({data.image_size}) for eval_crop 'center'")
+  return (data.image_size, data.image_size, shape[-1])
+
+
+def _decoders(
+    builder: tfds.core.DatasetBuilder, image_key: str, label_key: str | None
+) -> tfds.decode.PartialDecoding:
+  """Reads only the image (left encoded, so skipping is cheap) and the label."""
+  keys = [image_key] + ([label_key] if label_key is not None else [])
+  for key in keys:
+    _feature(builder, key)  # A UserError naming the missing feature.
+  return tfds.decode.PartialDecoding(
+      {key: True for key in keys}, decoders={image_key: tfds.decode.SkipDecoding()})
+
+
+def _op_seed(key: tf.Tensor) -> tf.Tensor:
+  """An int64 op seed (for `shuffle`) drawn from a stateless [2] key."""
+  return tf.random.stateless_uniform(
+      [], seed=key, minval=None, maxval=None, dtype=tf.int64)
+
+
+def _random_resized_crop(image: tf.Tensor, key: tf.Tensor, data: Any) -> tf.Tensor:
+  """Crops a random box of area `crop_scale` and aspect `crop_ratio`, resized to image_size.
+
+  As in SimCLR (Chen et al. 2020, Appendix A) / Inception: the box is sampled
+  over the whole image; if no box fits in 10 tries the whole image is used.
+  """
+  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+      seed=key, min_object_covered=0.0,
+      aspect_ratio_range=tuple(data.crop_ratio), area_range=tuple(data.crop_scale),
+      max_attempts=10, use_image_if_no_bounding_boxes=True)
+  crop = tf.slice(image, begin, size)
+  return _resize_uint8(crop, (data.image_size, data.image_size))
+
+
+def _resize_and_center_crop(image: tf.Tensor, resize: int, size: int) -> tf.Tensor:
+  """Resizes the short side to `resize` (keeping aspect), then crops the central size^2."""
+  hw = tf.cast(tf.shape(image)[:2], tf.float32)
+  scale = resize / tf.reduce_min(hw)
+  new_hw = tf.maximum(tf.cast(tf.round(hw * scale), tf.int32), resize)
+  image = _resize_uint8(image, new_hw)
+  top, left = tf.unstack((new_hw - size) // 2)
+  return image[top:top + size, left:left + size]
+
+
+def _resize_uint8(image: tf.Tensor, hw: Any) -> tf.Tensor:
+  """Bilinear resize (antialiased when shrinking) back to uint8."""
+  resized = tf.image.resize(image, hw, method="bilinear", antialias=True)
+  return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)

@@ -1,0 +1,141 @@
+"""Label spreading over a kNN graph of frozen features (Zhou et al. 2004).
+
+Zhou et al. 2004, "Learning with Local and Global Consistency", propagate the few known labels
+through a similarity graph: with S the symmetrically normalised affinity D^-1/2 W D^-1/2 and Y
+the one-hot labels (zero rows for unlabelled points), iterate
+
+  F <- alpha * S F + (1 - alpha) * Y
+
+so each point keeps a (1 - alpha) share of its own label and takes an alpha share from its
+neighbours. As a probe it asks whether classes form connected, well-separated regions of the
+representation with only a handful of labels per class.
+
+This reproduces scikit-learn's `LabelSpreading(kernel="knn")` exactly, in JAX:
+
+* W is the directed kNN connectivity graph: W[i, j] = 1 when j is among the n_neighbors
+  Euclidean nearest rows of i, where i counts as its own nearest neighbour (scikit-learn queries
+  the fitted set with itself).
+* D is the in-degree of W not counting self-loops (`scipy.sparse.csgraph.laplacian(normed=True)`
+  sums columns and subtracts the diagonal); a node with zero degree gets D = 1.
+* The diagonal of S is zero.
+* Iteration starts from F = Y and stops before the first update where the summed absolute change
+  of F over the previous update is below `tol`, or after `max_iter` updates.
+* Rows of F are normalised to sum to 1 (an all-zero row, unreachable from any label, stays 0).
+
+W is never materialised: each row of S is stored as its n_neighbors neighbour indices and edge
+weights, so memory is O(n * (n_neighbors + num_classes)).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ssl_jax.eval import knn
+
+
+def _graph_weights(indices: jax.Array) -> jax.Array:
+  """Returns the (n, k) edge weights of S; row i of S holds weights[i, t] at indices[i, t]."""
+  n = indices.shape[0]
+  # Self-loops are dropped twice over in scikit-learn: the Laplacian's degree excludes the
+  # diagonal, and LabelSpreading zeroes the diagonal of S.
+  off_diagonal = (indices != jnp.arange(n)[:, None]).astype(jnp.result_type(float))
+  in_degree = jax.ops.segment_sum(off_diagonal.ravel(), indices.ravel(), num_segments=n)
+  inv_sqrt_degree = 1.0 / jnp.sqrt(jnp.where(in_degree == 0, 1.0, in_degree))
+  return off_diagonal * inv_sqrt_degree[:, None] * inv_sqrt_degree[indices]
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes",))
+def _spread(indices: jax.Array, labels: jax.Array, num_classes: int, alpha: float, max_iter: int,
+            tol: float) -> jax.Array:
+  weights = _graph_weights(indices)
+  # jax.nn.one_hot maps -1 to an all-zero row, which is exactly Y for an unlabelled point.
+  y = jax.nn.one_hot(labels, num_classes, dtype=weights.dtype)
+  y_static = (1.0 - alpha) * y
+
+  def graph_matmul(f):
+    # One neighbour slot at a time: gathering f[indices] for all slots at once would materialise
+    # an (n, k, num_classes) array.
+    def add_slot(t, acc):
+      return acc + weights[:, t, None] * f[indices[:, t]]
+    return jax.lax.fori_loop(0, indices.shape[1], add_slot, jnp.zeros_like(f))
+
+  def not_converged(state):
+    step, f, previous = state
+    return (step < max_iter) & (jnp.sum(jnp.abs(f - previous)) >= tol)
+
+  def update(state):
+    step, f, _ = state
+    return step + 1, alpha * graph_matmul(f) + y_static, f
+
+  # Starting "previous" at zero makes the first check compare against Y, as scikit-learn does.
+  _, f, _ = jax.lax.while_loop(not_converged, update, (0, y, jnp.zeros_like(y)))
+  normaliser = jnp.sum(f, axis=1, keepdims=True)
+  return f / jnp.where(normaliser == 0, 1.0, normaliser)
+
+
+def label_distributions(features: np.ndarray, labels: np.ndarray, *, num_classes: int,
+                        n_neighbors: int = 7, alpha: float = 0.2, max_iter: int = 30,
+                        tol: float = 1e-3, chunk_size: int = 1024) -> np.ndarray:
+  """Spreads the known labels over the kNN graph and returns per-row class distributions.
+
+  Equals scikit-learn's `LabelSpreading(kernel="knn", ...).label_distributions_` for the columns
+  of classes that have a labelled row; columns of classes without one are all zero.
+
+  Args:
+    features: (n, d) frozen features of all rows, labelled and unlabelled.
+    labels: (n,) ints in [0, num_classes), or -1 for an unlabelled row.
+    num_classes: number of classes.
+    n_neighbors: neighbours per row in the kNN graph (the row itself included); clamped to n.
+    alpha: share of each update taken from neighbours, in (0, 1).
+    max_iter: maximum number of updates.
+    tol: stop once the summed absolute change of all entries falls below this.
+    chunk_size: rows per step of the neighbour search; its memory is O(chunk_size * n).
+
+  Returns:
+    (n, num_classes) rows summing to 1, or all zero for a row no label reached.
+
+  Raises:
+    ValueError: if no row is labelled, or on malformed input.
+  """
+  features = knn.check_features(features, "features")
+  labels = knn.check_labels(labels, features.shape[0], num_classes, "labels",
+                            allow_unlabelled=True)
+  if not np.any(labels >= 0):
+    raise ValueError("labels has no labelled row (every entry is -1); nothing to spread.")
+  if n_neighbors < 1:
+    raise ValueError(f"n_neighbors must be >= 1, got {n_neighbors}.")
+  if not 0 < alpha < 1:
+    raise ValueError(f"alpha must lie in (0, 1), got {alpha}.")
+  if max_iter < 1:
+    raise ValueError(f"max_iter must be >= 1, got {max_iter}.")
+  if tol < 0:
+    raise ValueError(f"tol must be >= 0, got {tol}.")
+  _, indices = knn.top_k_neighbours(features, features, n_neighbors, chunk_size, "euclidean")
+  return np.asarray(_spread(indices, jnp.asarray(labels), num_classes, alpha, max_iter, tol))
+
+
+def label_spreading(features: np.ndarray, labels: np.ndarray, *, num_classes: int,
+                    n_neighbors: int = 7, alpha: float = 0.2, max_iter: int = 30,
+                    tol: float = 1e-3, chunk_size: int = 1024) -> np.ndarray:
+  """Predicts a label for every row by label spreading (Zhou et al. 2004) over a kNN graph.
+
+  Equals scikit-learn's `LabelSpreading(kernel="knn", ...).transduction_`; see
+  `label_distributions` for the arguments. A class in range(num_classes) with no labelled row is
+  never predicted, since nothing spreads its label. A row that no label reaches gets the smallest
+  labelled class, as in scikit-learn.
+
+  Returns:
+    (n,) int predictions; labelled rows usually, but not necessarily, keep their label.
+
+  Raises:
+    ValueError: if no row is labelled, or on malformed input.
+  """
+  distributions = label_distributions(
+      features, labels, num_classes=num_classes, n_neighbors=n_neighbors, alpha=alpha,
+      max_iter=max_iter, tol=tol, chunk_size=chunk_size)
+  labels = np.asarray(labels)
+  has_label = np.bincount(labels[labels >= 0], minlength=num_classes) > 0
+  # Masking unlabelled classes sends all-zero rows to the first labelled class, not to class 0.
+  return np.argmax(np.where(has_label, distributions, -1.0), axis=1)

@@ -1,0 +1,88 @@
+r"""Entry point: `python -m ssl_jax.main --config=configs/simclr.py:digits --workdir=W`.
+
+Trains the configured objective in W (resuming if W holds a checkpoint of the same run) and,
+with `evaluate_at_end`, evaluates it. Any key can be overridden: `--config.batch_size=512`.
+On a multi-host TPU/GPU pod pass `--distributed` (or the coordinator flags) so
+`jax.distributed.initialize()` runs before any device is touched.
+"""
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow only feeds data here.
+
+from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
+from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+from ssl_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/simclr.py:digits.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, eval report.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
+                                 "Call jax.distributed.initialize() (auto-detected on TPU pods, "
+                                 "SLURM, Open MPI) before training.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0, for a multi-process run by hand.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a run by hand.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in a run by hand.")
+
+
+def _innermost_message(error: BaseException) -> str:
+  """The last line of the deepest exception in the chain (config_flags wraps its errors)."""
+  while error.__cause__ is not None or error.__context__ is not None:
+    error = error.__cause__ or error.__context__
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  return lines[-1] if lines else type(error).__name__
+
+
+def _config_error(error: BaseException, argv: list[str]) -> str:
+  message = _innermost_message(error)
+  if isinstance(error, (KeyError, AttributeError)) or "KeyError" in repr(error.__context__):
+    key = message.strip("'\"")
+    for arg in argv:
+      path = arg.split("=", 1)[0]
+      if path.startswith("--config.") and key in path.split("."):
+        return f"unknown config key in {path}: the config has no '{key}'"
+    return f"unknown config key '{key}'"
+  return f"cannot load config: {message}"
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, with config-file and override errors turned into one-line errors."""
+  try:
+    remaining = flags.FLAGS(argv)
+    if _CONFIG.value is not None:
+      _CONFIG.value.keys()  # config_flags defers a failed load until the config is used.
+    return remaining
+  except flags.Error as e:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    print(f"error: {lines[0] if len(lines) == 1 else lines[0] + ' ' + lines[-1]}",
+          file=sys.stderr)
+  except Exception as e:  # pylint: disable=broad-except  (config_flags raises plain errors)
+    print(f"error: {_config_error(e, argv)}", file=sys.stderr)
+  sys.exit(2)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    if _CONFIG.value is None:
+      raise UserError("--config is required, e.g. --config=configs/simclr.py:digits")
+    if not _WORKDIR.value:
+      raise UserError("--workdir is required")
+    import jax  # pylint: disable=g-import-not-at-top
+    if _DISTRIBUTED.value or _COORDINATOR.value:
+      jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                                 num_processes=_NUM_PROCESSES.value,
+                                 process_id=_PROCESS_ID.value)
+    from ssl_jax import train  # pylint: disable=g-import-not-at-top
+    train.run(_CONFIG.value, _WORKDIR.value)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  logging.set_verbosity(logging.INFO)
+  app.run(main, flags_parser=parse_flags)

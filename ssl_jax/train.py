@@ -1,0 +1,237 @@
+"""The one trainer: mesh, state, jitted step, loop, checkpoints, metrics, online probe.
+
+Every objective runs through this file unchanged; it talks to the objective only through the
+method seam (`ssl_jax.methods`). The step is `jax.jit(train_step, donate_argnums=0)` over a
+mesh of all devices, batch sharded on `data`, state replicated, so the same program runs on
+one CPU, 8 fake CPU devices, a GPU, or a multi-host pod.
+
+Sections: (1) state and step, importable without TensorFlow (the benchmark and accelerator
+machines use them on synthetic data); (2) `run`, the loop over the TFDS input pipeline.
+"""
+import signal
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from ssl_jax import checkpoint as checkpoint_lib
+from ssl_jax import config_lib, losses, methods, metrics as metrics_lib, optimizers, parallel
+from ssl_jax.data import augment
+from ssl_jax.errors import TrainingDivergedError, UserError
+
+State = dict[str, Any]
+
+
+# ----------------------------------------------------------------------------------------------
+# (1) State and step.
+# ----------------------------------------------------------------------------------------------
+
+
+def example_batch(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int],
+                  batch_size: int = 2) -> dict[str, jax.Array]:
+  """A float batch of the shapes the method sees after device augmentation (for init)."""
+  views = jnp.zeros((batch_size, config.data.num_views) + tuple(image_shape), jnp.float32)
+  return {"views": views}
+
+
+def device_preprocess(rng: jax.Array, batch: dict[str, jax.Array],
+                      config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+  """Augments and normalises the uint8 views on device, per example, with an explicit rng."""
+  batch = dict(batch)
+  if "views" in batch:
+    batch["views"] = augment.augment_views(rng, batch["views"], config)
+  return batch
+
+
+class Trainer:
+  """Builds the train state and step for one method, optimizer and mesh."""
+
+  def __init__(self, config: ml_collections.ConfigDict, method: methods.Method,
+               mesh: jax.sharding.Mesh, image_shape: tuple[int, int, int],
+               num_classes: int | None, total_steps: int, steps_per_epoch: int):
+    self.config = config
+    self.method = method
+    self.mesh = mesh
+    self.image_shape = tuple(image_shape)
+    self.probe_classes = num_classes if config.online_probe.enabled else None
+    warmup = config_lib.to_steps(config.optimizer, "warmup", steps_per_epoch, default=0)
+    decay = config_lib.to_steps(config.optimizer, "decay", steps_per_epoch, default=total_steps)
+    peak = optimizers.peak_learning_rate(config.optimizer, config.batch_size)
+    self.schedule = optimizers.warmup_cosine(peak, warmup, decay, config.optimizer.end_lr_factor)
+    self.tx = optimizers.build(config.optimizer, self.schedule)
+    self.probe_tx = optax.adam(config.online_probe.lr)
+    replicated = parallel.replicated(mesh)
+    self.abstract_state = jax.eval_shape(self._init_state, jax.random.PRNGKey(0))
+    self.state_shardings = parallel.tree_shardings(self.abstract_state, replicated)
+    self.abstract_state = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        self.abstract_state, self.state_shardings)
+    self.init_state = jax.jit(self._init_state, out_shardings=self.state_shardings)
+    self.train_step = jax.jit(self._train_step, donate_argnums=0,
+                              out_shardings=(self.state_shardings, replicated))
+
+  def _init_state(self, rng: jax.Array) -> State:
+    init_rng, probe_rng, state_rng = jax.random.split(rng, 3)
+    batch = example_batch(self.config, self.image_shape)
+    model_params, extra = self.method.init(init_rng, batch)
+    params = {"model": model_params}
+    opt_state = {"model": self.tx.init(model_params)}
+    if self.probe_classes:
+      features = self.method.represent(model_params, extra, batch["views"][:, 0])
+      params["probe"] = {
+          "kernel": jax.random.normal(probe_rng, (features.shape[-1], self.probe_classes)) * 0.01,
+          "bias": jnp.zeros((self.probe_classes,))}
+      opt_state["probe"] = self.probe_tx.init(params["probe"])
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "extra": extra,
+            "opt_state": opt_state, "rng": state_rng}
+
+  def _train_step(self, state: State, batch: dict[str, jax.Array]):
+    step = state["step"]
+    rng = jax.random.fold_in(state["rng"], step)
+    augment_rng, loss_rng = jax.random.split(rng)
+    batch = device_preprocess(augment_rng, batch, self.config)
+
+    def objective(params):
+      loss, output = self.method.loss(params["model"], state["extra"], batch, loss_rng, step)
+      probe_metrics = {}
+      total = loss
+      if "probe" in params:
+        features = jax.lax.stop_gradient(output.features)
+        logits = features @ params["probe"]["kernel"] + params["probe"]["bias"]
+        probe_loss = jnp.mean(losses.softmax_cross_entropy(logits, batch["label"]))
+        total = loss + probe_loss
+        probe_metrics = {"probe_loss": probe_loss,
+                         "probe_accuracy": losses.top1_accuracy(logits, batch["label"])}
+      return total, (loss, output, probe_metrics)
+
+    grads, (loss, output, probe_metrics) = jax.grad(objective, has_aux=True)(state["params"])
+    params, opt_state = {}, {}
+    updates, opt_state["model"] = self.tx.update(
+        grads["model"], state["opt_state"]["model"], state["params"]["model"])
+    params["model"] = optax.apply_updates(state["params"]["model"], updates)
+    if "probe" in grads:
+      updates, opt_state["probe"] = self.probe_tx.update(
+          grads["probe"], state["opt_state"]["probe"], state["params"]["probe"])
+      params["probe"] = optax.apply_updates(state["params"]["probe"], updates)
+    extra = self.method.update_extra(params["model"], output.extra, step)
+    measurements = {"loss": loss, "lr": self.schedule(step),
+                    "grad_norm": optax.tree.norm(grads["model"]),
+                    "param_norm": optax.tree.norm(params["model"]),
+                    **output.metrics, **probe_metrics}
+    new_state = {"step": step + 1, "params": params, "extra": extra, "opt_state": opt_state,
+                 "rng": state["rng"]}
+    return new_state, measurements
+
+  def create_state(self, seed: int) -> State:
+    return self.init_state(jax.random.PRNGKey(seed))
+
+
+# ----------------------------------------------------------------------------------------------
+# (2) The loop.
+# ----------------------------------------------------------------------------------------------
+
+
+class _PreemptionFlag:
+  """Set by SIGTERM; the loop saves a checkpoint at the next step and stops."""
+
+  def __init__(self):
+    self.raised = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread (e.g. called from a notebook worker)
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.raised = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _check_finite(step: int, scalars: dict[str, float], last_saved: int | None) -> None:
+  loss = scalars["loss"]
+  if not np.isfinite(loss):
+    kept = f"the last good checkpoint (step {last_saved}) is kept" if last_saved is not None \
+        else "no checkpoint was written"
+    raise TrainingDivergedError(f"loss is {loss} at step {step}; training stopped and {kept}")
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> State:
+  """Trains `config` in `workdir`, resuming from its newest checkpoint; returns the final state.
+
+  When training completes (not on SIGTERM) and `config.evaluate_at_end` is set, it runs the
+  downstream evaluation on the final checkpoint (`ssl_jax.evaluate.run`).
+  """
+  from ssl_jax.data import pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow)
+
+  # Checks first: every bad input fails here, before anything is written or compiled.
+  method = methods.build(config)
+  mesh = parallel.make_mesh(config.mesh_data_axis)
+  config_lib.check_batch_size(config.batch_size, mesh.size, jax.process_count())
+  info = pipeline.dataset_info(config)
+  steps_per_epoch = info.num_train_examples // config.batch_size
+  if steps_per_epoch == 0:
+    raise UserError(
+        f"batch_size {config.batch_size} is larger than the {info.num_train_examples} "
+        f"training examples of '{config.dataset}'")
+  total_steps = config_lib.to_steps(config, "total", steps_per_epoch)
+  config_lib.check_workdir_writable(workdir)
+  config_lib.save_or_check(config, workdir)
+
+  trainer = Trainer(config, method, mesh, info.image_shape, info.num_classes, total_steps,
+                    steps_per_epoch)
+  checkpoints = checkpoint_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
+  start = checkpoints.latest_step()
+  if start is None:
+    state = trainer.create_state(config.seed)
+    start = 0
+  else:
+    state = checkpoints.restore(trainer.abstract_state, start)
+    logging.info("resumed from %s at step %d", checkpoint_lib.checkpoint_dir(workdir), start)
+
+  writer = metrics_lib.MetricsWriter(workdir)
+  throughput = metrics_lib.Throughput(start, total_steps, config.batch_size)
+  batches = pipeline.train_batches(config, start_step=start, process_index=jax.process_index(),
+                                   process_count=jax.process_count())
+  last_saved = start if start else None
+  logging.info("training %s on %s: steps %d -> %d (%d per epoch), %d devices",
+               config.method, config.dataset, start, total_steps, steps_per_epoch, mesh.size)
+  try:
+    with _PreemptionFlag() as preemption:
+      for step in range(start + 1, total_steps + 1):
+        batch = parallel.global_batch(next(batches), mesh)
+        state, measurements = trainer.train_step(state, batch)
+        is_log = step % config.log_every_steps == 0 or step == total_steps
+        is_save = (step % config.checkpoint_every_steps == 0 or step == total_steps
+                   or preemption.raised)
+        if is_log or is_save:
+          scalars = {k: float(v) for k, v in jax.device_get(measurements).items()}
+          _check_finite(step, scalars, last_saved)
+        if is_log:
+          scalars.update(throughput.update(step))
+          writer.write(step, scalars)
+          logging.info(metrics_lib.log_line(step, total_steps, scalars))
+        if is_save:
+          checkpoints.save(step, state)
+          last_saved = step
+        if preemption.raised:
+          logging.warning("SIGTERM: saved a checkpoint at step %d and stopped", step)
+          break
+  finally:  # an error must not lose the save in flight: it is the last good checkpoint
+    checkpoints.wait()
+    checkpoints.close()
+    writer.close()
+  if config.evaluate_at_end and not preemption.raised:
+    from ssl_jax import evaluate  # pylint: disable=g-import-not-at-top
+    evaluate.run(workdir)
+  return state

@@ -1,0 +1,231 @@
+"""Tests for the frozen-feature probes in ssl_jax.eval, checked against NumPy and scikit-learn."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
+from sklearn.preprocessing import StandardScaler
+from sklearn.semi_supervised import LabelSpreading
+
+from ssl_jax.eval import knn, label_propagation, linear_probe
+
+NUM_CLASSES = 5
+
+
+def _clustered(num_rows: int, seed: int, dim: int = 16, spread: float = 2.0):
+  """Overlapping Gaussian clusters, so that votes are often split between classes."""
+  rng = np.random.default_rng(seed)
+  centres = np.random.default_rng(1234).standard_normal((NUM_CLASSES, dim))
+  labels = rng.integers(0, NUM_CLASSES, num_rows)
+  return centres[labels] + spread * rng.standard_normal((num_rows, dim)), labels
+
+
+def _numpy_knn(train, train_labels, query, k, temperature, num_classes):
+  train = train / np.linalg.norm(train, axis=1, keepdims=True)
+  query = query / np.linalg.norm(query, axis=1, keepdims=True)
+  similarities = query @ train.T
+  neighbours = np.argsort(-similarities, axis=1)[:, :k]
+  votes = np.zeros((len(query), num_classes))
+  for row, cols in enumerate(neighbours):
+    np.add.at(votes[row], train_labels[cols], np.exp(similarities[row, cols] / temperature))
+  return votes.argmax(axis=1)
+
+
+@pytest.fixture(scope="module")
+def knn_data():
+  train, train_labels = _clustered(400, seed=0)
+  query, query_labels = _clustered(150, seed=1)
+  return train, train_labels, query, query_labels
+
+
+@pytest.mark.parametrize("k,temperature", [(20, 0.07), (5, 0.5), (50, 0.02)])
+def test_knn_matches_numpy_reference(knn_data, k, temperature):
+  train, train_labels, query, query_labels = knn_data
+  expected = _numpy_knn(train, train_labels, query, k, temperature, NUM_CLASSES)
+  predicted = knn.knn_predict(train, train_labels, query, num_classes=NUM_CLASSES, k=k,
+                              temperature=temperature)
+  np.testing.assert_array_equal(predicted, expected)
+  # Sanity check that the task is neither trivial nor hopeless.
+  assert 0.5 < np.mean(predicted == query_labels) < 0.9
+
+
+def test_knn_matches_sklearn_weighted_classifier(knn_data):
+  train, train_labels, query, _ = knn_data
+  k, temperature = 20, 0.07
+  sklearn_knn = KNeighborsClassifier(
+      n_neighbors=k, metric="cosine", algorithm="brute",
+      weights=lambda distances: np.exp((1.0 - distances) / temperature)).fit(train, train_labels)
+  expected = sklearn_knn.predict(query)
+  predicted = knn.knn_predict(train, train_labels, query, num_classes=NUM_CLASSES, k=k,
+                              temperature=temperature)
+  np.testing.assert_array_equal(predicted, expected)
+  # The weighting must matter on this data, or the test above could not catch a wrong weight.
+  uniform = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute")
+  assert np.any(uniform.fit(train, train_labels).predict(query) != expected)
+
+
+def test_knn_chunked_equals_unchunked(knn_data):
+  train, train_labels, query, _ = knn_data
+  kwargs = dict(num_classes=NUM_CLASSES, k=20, temperature=0.07)
+  np.testing.assert_array_equal(
+      knn.knn_predict(train, train_labels, query, chunk_size=7, **kwargs),
+      knn.knn_predict(train, train_labels, query, chunk_size=1024, **kwargs))
+  for metric in knn.METRICS:
+    small_values, small_indices = knn.top_k_neighbours(query, train, 9, 7, metric)
+    large_values, large_indices = knn.top_k_neighbours(query, train, 9, 1024, metric)
+    np.testing.assert_array_equal(small_indices, large_indices)
+    np.testing.assert_allclose(small_values, large_values, rtol=1e-6, atol=1e-6)
+
+
+def test_knn_k_larger_than_train_set(knn_data):
+  train, train_labels, query, _ = knn_data
+  train, train_labels = train[:12], train_labels[:12]
+  predicted = knn.knn_predict(train, train_labels, query, num_classes=NUM_CLASSES, k=50)
+  expected = _numpy_knn(train, train_labels, query, 12, 0.07, NUM_CLASSES)
+  np.testing.assert_array_equal(predicted, expected)
+  values, indices = knn.top_k_neighbours(query, train, 50, 16, "cosine")
+  assert values.shape == indices.shape == (len(query), 12)
+
+
+def test_euclidean_neighbours_match_sklearn(knn_data):
+  train, _, query, _ = knn_data
+  expected_distances, expected_indices = NearestNeighbors(n_neighbors=8).fit(train).kneighbors(
+      query)
+  distances, indices = knn.top_k_neighbours(query, train, 8, 64, "euclidean")
+  np.testing.assert_array_equal(indices, expected_indices)
+  np.testing.assert_allclose(distances, expected_distances, rtol=1e-4)
+
+
+def test_knn_rejects_bad_features(knn_data):
+  train, train_labels, query, _ = knn_data
+  for bad_value in (np.nan, np.inf):
+    bad = query.copy()
+    bad[3, 2] = bad_value
+    with pytest.raises(ValueError, match="contain NaN"):
+      knn.knn_predict(train, train_labels, bad, num_classes=NUM_CLASSES)
+  with pytest.raises(ValueError, match="dimensions differ"):
+    knn.knn_predict(train, train_labels, query[:, :-1], num_classes=NUM_CLASSES)
+  with pytest.raises(ValueError, match="train_labels"):
+    knn.knn_predict(train, train_labels + NUM_CLASSES, query, num_classes=NUM_CLASSES)
+
+
+@pytest.fixture(scope="module")
+def digits():
+  features, labels = load_digits(return_X_y=True)
+  return features, labels
+
+
+def _jittered(features):
+  # Digits are small integers, so many rows have exactly equidistant k-th and (k+1)-th neighbours,
+  # and which one scikit-learn keeps depends on how it batches queries (not on the index). A tiny
+  # jitter splits those ties by ~0.1 in squared distance, far above float32 rounding.
+  return features + 1e-3 * np.random.default_rng(0).standard_normal(features.shape)
+
+
+def _few_labels(labels, per_class, seed, classes=range(10)):
+  rng = np.random.default_rng(seed)
+  partial = np.full_like(labels, -1)
+  for c in classes:
+    partial[rng.choice(np.flatnonzero(labels == c), per_class, replace=False)] = c
+  return partial
+
+
+def _sklearn_spreading(features, partial_labels, **kwargs):
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # ConvergenceWarning when max_iter is reached on purpose.
+    return LabelSpreading(kernel="knn", **kwargs).fit(features, partial_labels)
+
+
+@pytest.mark.parametrize("per_class,params", [
+    (1, dict(n_neighbors=7, alpha=0.2, max_iter=30, tol=1e-3)),
+    (5, dict(n_neighbors=7, alpha=0.2, max_iter=30, tol=1e-3)),
+    (5, dict(n_neighbors=12, alpha=0.9, max_iter=4, tol=1e-3)),  # Stops at max_iter.
+    (5, dict(n_neighbors=3, alpha=0.5, max_iter=50, tol=1e-6)),  # Many rows no label reaches.
+])
+def test_label_spreading_matches_sklearn(digits, per_class, params):
+  features, labels = digits
+  features = _jittered(features)
+  partial = _few_labels(labels, per_class, seed=0)
+  expected = _sklearn_spreading(features, partial, **params)
+  predicted = label_propagation.label_spreading(features, partial, num_classes=10, **params)
+  distributions = label_propagation.label_distributions(features, partial, num_classes=10,
+                                                        **params)
+  np.testing.assert_array_equal(predicted, expected.transduction_)
+  np.testing.assert_allclose(distributions, expected.label_distributions_, atol=1e-5)
+
+
+def test_label_spreading_close_to_sklearn_on_tied_raw_digits(digits):
+  features, labels = digits
+  for per_class in (1, 5):
+    partial = _few_labels(labels, per_class, seed=per_class)
+    expected = _sklearn_spreading(features, partial).transduction_
+    predicted = label_propagation.label_spreading(features, partial, num_classes=10)
+    assert np.mean(predicted != expected) <= 0.01
+
+
+def test_label_spreading_chunked_equals_unchunked(digits):
+  features, labels = digits
+  partial = _few_labels(labels, 2, seed=7)
+  np.testing.assert_array_equal(
+      label_propagation.label_distributions(features, partial, num_classes=10, chunk_size=97),
+      label_propagation.label_distributions(features, partial, num_classes=10, chunk_size=4096))
+
+
+def test_label_spreading_unlabelled_class_is_never_predicted(digits):
+  features, labels = digits
+  features = _jittered(features)
+  partial = _few_labels(labels, 3, seed=3, classes=[c for c in range(10) if c != 4])
+  predicted = label_propagation.label_spreading(features, partial, num_classes=10)
+  assert not np.any(predicted == 4)
+  np.testing.assert_array_equal(predicted, _sklearn_spreading(features, partial).transduction_)
+
+
+def test_label_spreading_unreached_rows_get_first_labelled_class():
+  rng = np.random.default_rng(0)
+  near = rng.standard_normal((10, 3))
+  far = 100.0 + rng.standard_normal((10, 3))
+  features = np.concatenate([near, far])
+  partial = np.full(20, -1)
+  partial[:4] = [2, 3, 2, 3]
+  predicted = label_propagation.label_spreading(features, partial, num_classes=4, n_neighbors=3)
+  expected = _sklearn_spreading(features, partial, n_neighbors=3).transduction_
+  np.testing.assert_array_equal(predicted, expected)
+  np.testing.assert_array_equal(predicted[10:], 2)
+
+
+def test_label_spreading_rejects_bad_inputs(digits):
+  features, labels = digits
+  with pytest.raises(ValueError, match="no labelled row"):
+    label_propagation.label_spreading(features, np.full_like(labels, -1), num_classes=10)
+  bad = features.copy()
+  bad[0, 0] = np.nan
+  with pytest.raises(ValueError, match="contain NaN"):
+    label_propagation.label_spreading(bad, labels, num_classes=10)
+
+
+def test_linear_probe_matches_sklearn(digits):
+  features, labels = digits
+  train, test, train_labels, test_labels = train_test_split(
+      features, labels, test_size=0.3, random_state=0, stratify=labels)
+  l2 = 1e-4
+  scaler = StandardScaler().fit(train)
+  sklearn_probe = LogisticRegression(C=1.0 / (l2 * len(train)), tol=1e-5, max_iter=5000)
+  expected = sklearn_probe.fit(scaler.transform(train), train_labels).predict(
+      scaler.transform(test))
+  predicted = linear_probe.linear_probe(train, train_labels, test, num_classes=10, l2=l2)
+  accuracy, expected_accuracy = np.mean(predicted == test_labels), np.mean(expected == test_labels)
+  assert abs(accuracy - expected_accuracy) <= 0.005
+  assert np.mean(predicted == expected) >= 0.99
+  assert accuracy > 0.93
+
+
+def test_linear_probe_rejects_nan(digits):
+  features, labels = digits
+  bad = features.copy()
+  bad[5, 7] = np.nan
+  with pytest.raises(ValueError, match="contain NaN"):
+    linear_probe.linear_probe(bad, labels, features, num_classes=10)

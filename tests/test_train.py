@@ -1,0 +1,125 @@
+"""The trainer: sharded == single device, resume == uninterrupted, NaN stop, mock TFDS, evaluate."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from configs import simclr
+from ssl_jax import checkpoint as checkpoint_lib
+from ssl_jax import methods, parallel, train
+from ssl_jax.errors import TrainingDivergedError
+from tiny_configs import override, tiny_digits
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tensorflow_datasets"))
+
+
+def _run_steps(config, mesh, batches, num_steps):
+  trainer = train.Trainer(config, methods.build(config), mesh, (8, 8, 1), 10, total_steps=50,
+                          steps_per_epoch=10)
+  state = trainer.create_state(config.seed)
+  losses = []
+  for step in range(num_steps):
+    state, measurements = trainer.train_step(state, parallel.global_batch(batches[step], mesh))
+    losses.append(float(measurements["loss"]))
+  return jax.device_get(state), losses
+
+
+def test_sharded_step_on_8_devices_equals_single_device(data_dir):
+  assert jax.device_count() == 8, "conftest.py must give 8 fake CPU devices"
+  config = tiny_digits(data_dir)
+  rng = np.random.default_rng(0)
+  batches = [{"views": rng.integers(0, 256, (32, 2, 8, 8, 1), np.uint8),
+              "label": rng.integers(0, 10, (32,), np.int32)} for _ in range(3)]
+  sharded, sharded_losses = _run_steps(config, parallel.make_mesh(-1), batches, 3)
+  single, single_losses = _run_steps(config, parallel.make_mesh(1), batches, 3)
+  np.testing.assert_allclose(sharded_losses, single_losses, rtol=1e-5)
+  assert sharded_losses[2] != sharded_losses[0]  # the steps really changed the parameters
+  flat_sharded = jax.tree_util.tree_leaves_with_path(sharded["params"])
+  flat_single = dict(jax.tree_util.tree_leaves_with_path(single["params"]))
+  for path, value in flat_sharded:
+    np.testing.assert_allclose(value, flat_single[path], rtol=2e-4, atol=2e-5,
+                               err_msg=jax.tree_util.keystr(path))
+  for path, value in jax.tree_util.tree_leaves_with_path(sharded["extra"]):  # BN statistics
+    np.testing.assert_allclose(value, dict(jax.tree_util.tree_leaves_with_path(
+        single["extra"]))[path], rtol=2e-4, atol=2e-5)
+
+
+def test_resume_20_then_40_equals_40_at_once(tmp_path, data_dir):
+  common = {"checkpoint_every_steps": 10, "log_every_steps": 10, "optimizer.decay_steps": 40}
+  interrupted = str(tmp_path / "interrupted")
+  train.run(tiny_digits(data_dir, total_steps=20, **common), interrupted)
+  assert checkpoint_lib.Checkpointer(interrupted, read_only=True).latest_step() == 20
+  resumed = train.run(tiny_digits(data_dir, total_steps=40, **common), interrupted)
+  at_once = train.run(tiny_digits(data_dir, total_steps=40, **common), str(tmp_path / "at_once"))
+  assert int(resumed["step"]) == int(at_once["step"]) == 40
+  for a, b in zip(jax.tree.leaves(resumed["params"]), jax.tree.leaves(at_once["params"])):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+  steps = sorted(int(name) for name in os.listdir(os.path.join(interrupted, "checkpoints"))
+                 if name.isdigit())
+  assert steps == [20, 30, 40]  # keep_checkpoints = 3
+  rows = [json.loads(line) for line in open(os.path.join(interrupted, "metrics.jsonl"))]
+  assert [r["step"] for r in rows] == [10, 20, 30, 40]
+  assert {"loss", "lr", "images_per_second", "eta_seconds", "probe_accuracy"} <= set(rows[0])
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir, monkeypatch):
+  build = methods.build
+
+  def build_with_nan_after_step_4(config):
+    method = build(config)
+
+    def loss(params, extra, batch, rng, step):
+      value, output = method.loss(params, extra, batch, rng, step)
+      return jax.numpy.where(step >= 4, jax.numpy.nan, value), output
+
+    return methods.Method(init=method.init, loss=loss, represent=method.represent)
+
+  monkeypatch.setattr(methods, "build", build_with_nan_after_step_4)
+  workdir = str(tmp_path / "run")
+  config = tiny_digits(data_dir, total_steps=10, log_every_steps=2, checkpoint_every_steps=2)
+  with pytest.raises(TrainingDivergedError, match=r"loss is nan at step 6.*step 4\) is kept"):
+    train.run(config, workdir)
+  checkpoints = checkpoint_lib.Checkpointer(workdir, read_only=True)
+  assert checkpoints.latest_step() == 4
+
+
+@pytest.mark.parametrize("variant,num_examples", [("cifar10", 32), ("imagenet2012", 16)])
+def test_one_step_on_mock_tfds(tmp_path, variant, num_examples):
+  config = simclr.get_config(f"{variant},runlocal=True")
+  config.unlock()
+  override(config, total_steps=1, evaluate_at_end=False, batch_size=8)
+  if variant == "imagenet2012":
+    override(config, **{"data.image_size": 64, "data.eval_resize": 72})
+  with tfds.testing.mock_data(num_examples=num_examples):
+    state = train.run(config, str(tmp_path / variant))
+  assert int(state["step"]) == 1
+  row = json.loads(open(tmp_path / variant / "metrics.jsonl").readline())
+  assert row["step"] == 1 and np.isfinite(row["loss"])
+  # Logits differ by at most 2 / T, so NT-Xent lies within log(2N - 1) +- 2 / T (N = 8).
+  assert abs(row["loss"] - np.log(15)) <= 2 / config.simclr.temperature
+
+
+def test_pretrain_then_evaluate_from_checkpoint(tmp_path, data_dir):
+  workdir = str(tmp_path / "run")
+  train.run(tiny_digits(data_dir, total_steps=12, evaluate_at_end=True), workdir)
+  report = json.load(open(os.path.join(workdir, "eval", "report.json")))
+  assert report["dataset"] == "digits" and report["checkpoint_step"] == 12
+  rows = {(r["features"], r["protocol"], r["labels_per_class"]): r for r in report["results"]}
+  assert set(rows) == {(f, p, n) for f in ("ssl", "random_init", "raw")
+                       for p in ("linear", "knn", "label_propagation") for n in (1, None)}
+  for (_, _, per_class), row in rows.items():
+    assert set(row) == {"features", "protocol", "labels_per_class", "accuracy", "std", "seeds"}
+    assert row["seeds"] == (2 if per_class == 1 else 1)
+    assert 0.0 <= row["accuracy"] <= 1.0
+  # Raw pixels with all labels are a strong baseline on digits (scikit-learn: 97.2% logistic).
+  assert rows[("raw", "linear", None)]["accuracy"] > 0.94
+  assert rows[("raw", "knn", None)]["accuracy"] > 0.94
+  # Even a 12-step network is far better than chance.
+  assert rows[("ssl", "linear", None)]["accuracy"] > 0.5
+  assert "| label_propagation | 1 |" in open(os.path.join(workdir, "eval", "report.md")).read()
