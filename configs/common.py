@@ -71,5 +71,10 @@ def base_config() -> ml_collections.ConfigDict:
       protocols=("linear", "knn", "label_propagation"),
       linear_c=1.0, linear_max_iter=500,  # scikit-learn C
       knn_k=20, knn_temperature=0.07,
-      propagation_neighbors=7, propagation_alpha=0.2, propagation_max_iter=30))
+      # Label spreading on scikit-learn's 7-NN graph, run to convergence: scikit-learn's default
+      # tol=1e-3 stops while far nodes are still unlabelled (raw digits, 1 label/class: 75.7%
+      # at tol=1e-3 vs 82.9% converged). alpha=0.9 is the best of {0.2, 0.9, 0.99} for the raw
+      # pixel baseline, so the baseline is not handicapped (raw: 82.9 / 83.8 / 83.0%).
+      propagation_neighbors=7, propagation_alpha=0.9, propagation_max_iter=100,
+      propagation_tol=1e-6))
   return c

@@ -21,8 +21,6 @@ from absl import app, flags, logging
 
 from ssl_jax.errors import UserError
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by ssl_jax.main.")
-
 
 def labelled_subset(labels: np.ndarray, per_class: int, num_classes: int, seed: int) -> np.ndarray:
   """Indices of `per_class` random examples of each class (all indices when per_class == 0)."""
@@ -59,7 +57,8 @@ def run_protocol(protocol: str, train: tuple, test: tuple, labelled: np.ndarray,
     predictions = label_propagation.label_spreading(
         np.concatenate([train_x, test_x]), known, num_classes=num_classes,
         n_neighbors=eval_config.propagation_neighbors, alpha=eval_config.propagation_alpha,
-        max_iter=eval_config.propagation_max_iter)[len(train_x):]
+        max_iter=eval_config.propagation_max_iter,
+        tol=eval_config.propagation_tol)[len(train_x):]
   else:
     raise UserError(f"unknown eval protocol '{protocol}': use linear, knn or label_propagation")
   return float(np.mean(np.asarray(predictions) == test_y))
@@ -172,14 +171,16 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
-    if not _WORKDIR.value:
+    if not flags.FLAGS.workdir:
       raise UserError("--workdir is required")
-    run(_WORKDIR.value)
+    run(flags.FLAGS.workdir)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 
 
 if __name__ == "__main__":
+  # Defined here, not at import: the trainer imports this module under ssl_jax.main's flags.
+  flags.DEFINE_string("workdir", None, "Run directory written by ssl_jax.main.")
   logging.set_verbosity(logging.INFO)
   app.run(main)

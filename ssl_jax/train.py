@@ -211,9 +211,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> State:
       for step in range(start + 1, total_steps + 1):
         batch = parallel.global_batch(next(batches), mesh)
         state, measurements = trainer.train_step(state, batch)
+        preempted = preemption.raised  # read once: a signal may land at any point below
         is_log = step % config.log_every_steps == 0 or step == total_steps
-        is_save = (step % config.checkpoint_every_steps == 0 or step == total_steps
-                   or preemption.raised)
+        is_save = step % config.checkpoint_every_steps == 0 or step == total_steps or preempted
         if is_log or is_save:
           scalars = {k: float(v) for k, v in jax.device_get(measurements).items()}
           _check_finite(step, scalars, last_saved)
@@ -224,7 +224,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> State:
         if is_save:
           checkpoints.save(step, state)
           last_saved = step
-        if preemption.raised:
+        if preempted:
           logging.warning("SIGTERM: saved a checkpoint at step %d and stopped", step)
           break
   finally:  # an error must not lose the save in flight: it is the last good checkpoint

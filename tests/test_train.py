@@ -1,6 +1,8 @@
 """The trainer: sharded == single device, resume == uninterrupted, NaN stop, mock TFDS, evaluate."""
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -123,3 +125,14 @@ def test_pretrain_then_evaluate_from_checkpoint(tmp_path, data_dir):
   # Even a 12-step network is far better than chance.
   assert rows[("ssl", "linear", None)]["accuracy"] > 0.5
   assert "| label_propagation | 1 |" in open(os.path.join(workdir, "eval", "report.md")).read()
+
+  # The documented evaluation command re-evaluates the same checkpoint to the same numbers.
+  os.remove(os.path.join(workdir, "eval", "report.json"))
+  result = subprocess.run([sys.executable, "-m", "ssl_jax.evaluate", f"--workdir={workdir}"],
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  again = json.load(open(os.path.join(workdir, "eval", "report.json")))
+  for first, second in zip(report["results"], again["results"]):
+    assert first["features"] == second["features"] and first["protocol"] == second["protocol"]
+    assert abs(first["accuracy"] - second["accuracy"]) < 0.01

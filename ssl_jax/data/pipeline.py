@@ -74,8 +74,15 @@ def load_builder(config: Any) -> tfds.core.DatasetBuilder:
         f"unknown dataset '{name}': not a TFDS dataset (see tfds.list_builders()) "
         f"nor an embedded one ({', '.join(sorted(_EMBEDDED))})") from e
   if name in _EMBEDDED and not builder.is_prepared():
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    try:
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    except FileExistsError:
+      # Another process sharing this data_dir (multi-process on one host, or a shared disk)
+      # finished preparing first; TFDS writes to a temporary folder, so its copy is complete.
+      builder = tfds.builder(name, data_dir=config.data.data_dir)
+      if not builder.is_prepared():
+        raise
   _num_examples(builder, config.data.train_split)  # Fails early if unreadable.
   return builder
 

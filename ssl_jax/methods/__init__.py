@@ -15,12 +15,11 @@ four functions, so neither ever branches on a method's name:
       the frozen representation used downstream (normalised images in, [batch, dim] out).
 """
 import dataclasses
-import importlib
 from typing import Any, Callable, NamedTuple
 
 import jax
 
-from ssl_jax.errors import UserError
+from ssl_jax.components import import_component
 
 
 class StepOutput(NamedTuple):
@@ -44,11 +43,4 @@ class Method:
 
 def build(config) -> Method:
   """Imports `ssl_jax.methods.<config.method>` and builds the method from the config."""
-  name = config.method
-  try:
-    module = importlib.import_module(f"ssl_jax.methods.{name}")
-  except ModuleNotFoundError as e:
-    if e.name != f"ssl_jax.methods.{name}":
-      raise
-    raise UserError(f"unknown method '{name}': no module ssl_jax/methods/{name}.py") from None
-  return module.build(config)
+  return import_component("ssl_jax.methods", config.method, "method").build(config)

@@ -4,12 +4,12 @@
 built with the remaining `config.encoder` fields as keyword arguments; adding a network is
 adding a module, with no table to edit.
 """
-import importlib
 import inspect
 from typing import Any
 
 import flax.linen as nn
 
+from ssl_jax.components import import_component
 from ssl_jax.errors import UserError
 
 
@@ -17,12 +17,7 @@ def build_encoder(encoder_config: Any) -> nn.Module:
   """Builds `ssl_jax.models.<name>.Encoder(**options)` from a config section."""
   options = dict(encoder_config)
   name = options.pop("name")
-  try:
-    module = importlib.import_module(f"ssl_jax.models.{name}")
-  except ModuleNotFoundError as e:
-    if e.name != f"ssl_jax.models.{name}":
-      raise
-    raise UserError(f"unknown encoder '{name}': no module ssl_jax/models/{name}.py") from None
+  module = import_component("ssl_jax.models", name, "encoder")
   known = set(inspect.signature(module.Encoder).parameters) - {"parent", "name"}
   unknown = sorted(set(options) - known)
   if unknown:
