@@ -4,10 +4,10 @@ Variants (`--config=configs/simclr.py:VARIANT`):
 
 digits (default; offline, 2 CPU cores):
     python -m ssl_jax.main --config=configs/simclr.py:digits --workdir=runs/simclr_digits
-  Small CNN on the embedded 8x8 UCI digits, batch 256, then the downstream evaluation.
-  Target (issue 2): linear probe >= 97% and label propagation with 1 label per class at least
-  3 points above raw pixels (raw: 73.3% with scikit-learn's LabelSpreading). Measured numbers
-  are in README.md.
+  Small CNN (32-64-128) on the embedded 8x8 UCI digits, batch 256, 1500 steps, AdamW,
+  temperature 0.2, strong affine augmentation; then the downstream evaluation.
+  Target: linear probe >= 97% and label propagation with 1 label per class at least 3 points
+  above raw pixels, within 10 minutes on 2 CPU cores. Measured numbers are in README.md.
 
 cifar10 (solo-learn's SimCLR CIFAR recipe):
     python -m ssl_jax.main --config=configs/simclr.py:cifar10 --workdir=runs/simclr_cifar10
@@ -38,9 +38,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg.variant == "digits":
     c.dataset = "digits"
     c.batch_size = 256
-    c.total_steps = 1000
+    c.total_steps = 1500
     c.log_every_steps = 100
-    c.checkpoint_every_steps = 250
+    c.checkpoint_every_steps = 500
     c.encoder = ml_collections.ConfigDict(dict(name="convnet", widths=(32, 64, 128)))
     c.projector = ml_collections.ConfigDict(dict(hidden_dim=256, output_dim=64))
     c.simclr.temperature = 0.2

@@ -204,6 +204,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> State:
   batches = pipeline.train_batches(config, start_step=start, process_index=jax.process_index(),
                                    process_count=jax.process_count())
   last_saved = start if start else None
+  stopped_early = False
   logging.info("training %s on %s: steps %d -> %d (%d per epoch), %d devices",
                config.method, config.dataset, start, total_steps, steps_per_epoch, mesh.size)
   try:
@@ -226,12 +227,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> State:
           last_saved = step
         if preempted:
           logging.warning("SIGTERM: saved a checkpoint at step %d and stopped", step)
+          stopped_early = True
           break
   finally:  # an error must not lose the save in flight: it is the last good checkpoint
     checkpoints.wait()
     checkpoints.close()
     writer.close()
-  if config.evaluate_at_end and not preemption.raised:
+  if config.evaluate_at_end and not stopped_early:
     from ssl_jax import evaluate  # pylint: disable=g-import-not-at-top
     evaluate.run(workdir)
   return state

@@ -99,16 +99,19 @@ def cifar_augment(
 
 
 def digits_augment(
-    affine_prob: Prob = 1.0, rotation: float = 15.0,
-    scale: tuple[float, float] = (0.85, 1.15), translate: float = 0.12,
-    noise_std: float = 0.05, mean: Sequence[float] = DIGITS_MEAN,
+    affine_prob: Prob = 1.0, rotation: float = 25.0,
+    scale: tuple[float, float] = (0.75, 1.25), translate: float = 0.2,
+    noise_std: float = 0.1, mean: Sequence[float] = DIGITS_MEAN,
     std: Sequence[float] = DIGITS_STD
 ) -> ml_collections.ConfigDict:
   """Geometric recipe for 8x8 grayscale digits: small affine warps plus pixel noise.
 
   Cropping and colour do not suit 8x8 single-channel images; a rotation of up to
-  15 degrees, a 0.85-1.15 zoom and a shift of up to ~1 pixel keep the digit
-  legible while making the two views differ.
+  25 degrees, a 0.75-1.25 zoom, a shift of up to 1.6 pixels and noise of 0.1 keep
+  the digit legible while making the two views differ. Measured with SimCLR
+  (T=0.2, 1000 steps): this strength lifts label propagation from 1 label per
+  class over a milder one (15 degrees, 0.85-1.15, 0.12, 0.05) because it removes
+  writer-specific detail that splits a class into separate neighbourhoods.
   """
   return augment_config(
       affine_prob=affine_prob, rotation=rotation, scale=scale,
