@@ -71,13 +71,8 @@ def _fit_and_predict(train: jax.Array, labels: jax.Array, test: jax.Array, num_c
 def _check_inputs(train_features: np.ndarray, train_labels: np.ndarray,
                   test_features: np.ndarray, num_classes: int,
                   l2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  train_features = knn.check_features(train_features, "train_features")
-  test_features = knn.check_features(test_features, "test_features")
-  if train_features.shape[1] != test_features.shape[1]:
-    raise ValueError(f"Feature dimensions differ: train {train_features.shape[1]} vs "
-                     f"test {test_features.shape[1]}.")
-  train_labels = knn.check_labels(train_labels, train_features.shape[0], num_classes,
-                                  "train_labels")
+  train_features, train_labels, test_features = knn.check_train_test(
+      train_features, train_labels, test_features, num_classes)
   # The penalty is what keeps the dual system (rank <= n - 1 after centring) invertible.
   if not l2 > 0:
     raise ValueError(f"l2 must be > 0, got {l2}.")

@@ -57,6 +57,20 @@ def check_labels(labels: np.ndarray, num_rows: int, num_classes: int, name: str,
   return labels.astype(np.int32)
 
 
+def check_train_test(train_features: np.ndarray, train_labels: np.ndarray,
+                     test_features: np.ndarray,
+                     num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The checks every supervised probe makes: finite features of one width, valid labels."""
+  train_features = check_features(train_features, "train_features")
+  test_features = check_features(test_features, "test_features")
+  if train_features.shape[1] != test_features.shape[1]:
+    raise ValueError(f"Feature dimensions differ: train {train_features.shape[1]} vs "
+                     f"test {test_features.shape[1]}.")
+  train_labels = check_labels(train_labels, train_features.shape[0], num_classes,
+                              "train_labels")
+  return train_features, train_labels, test_features
+
+
 def _as_float(features: np.ndarray) -> jax.Array:
   # The default float dtype is float32, or float64 when the user has enabled jax_enable_x64.
   return jnp.asarray(features, dtype=jnp.result_type(float))

@@ -101,13 +101,8 @@ def linear_probe(train_features: np.ndarray, train_labels: np.ndarray,
   Returns:
     (n_test,) int predictions.
   """
-  train_features = knn.check_features(train_features, "train_features")
-  test_features = knn.check_features(test_features, "test_features")
-  if train_features.shape[1] != test_features.shape[1]:
-    raise ValueError(f"Feature dimensions differ: train {train_features.shape[1]} vs "
-                     f"test {test_features.shape[1]}.")
-  train_labels = knn.check_labels(train_labels, train_features.shape[0], num_classes,
-                                  "train_labels")
+  train_features, train_labels, test_features = knn.check_train_test(
+      train_features, train_labels, test_features, num_classes)
   if l2 < 0:
     raise ValueError(f"l2 must be >= 0, got {l2}.")
   if max_iter < 1:
