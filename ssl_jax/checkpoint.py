@@ -9,7 +9,6 @@ position too.
 import os
 from typing import Any
 
-import jax
 import orbax.checkpoint as ocp
 
 from ssl_jax.errors import UserError
@@ -51,9 +50,3 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.close()
 
-
-def abstract_like(tree: Any) -> Any:
-  """ShapeDtypeStructs (with shardings) of a concrete or abstract pytree."""
-  return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
-      tree)
