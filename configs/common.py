@@ -61,7 +61,10 @@ def base_config() -> ml_collections.ConfigDict:
       data_dir=config_dict.placeholder(str), train_split="train", test_split="test",
       image_key="image", label_key="label", num_views=2, crop="none", image_size=32,
       crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), flip=False, eval_crop="none",
-      eval_resize=config_dict.placeholder(int), shuffle_buffer=10_000, prefetch=2))
+      eval_resize=config_dict.placeholder(int), shuffle_buffer=10_000, prefetch=2,
+      # Multi-crop (DINO): extra low-resolution crops as batch["local_views"], augmented on
+      # device with `config.local_augment` (or `config.augment` when that is absent).
+      local_views=0, local_image_size=96, local_crop_scale=(0.05, 0.4)))
 
   c.eval = ml_collections.ConfigDict(dict(
       batch_size=512,
@@ -77,4 +80,86 @@ def base_config() -> ml_collections.ConfigDict:
       # pixel baseline, so the baseline is not handicapped (raw: 82.9 / 83.8 / 83.0%).
       propagation_neighbors=7, propagation_alpha=0.9, propagation_max_iter=100,
       propagation_tol=1e-6))
+  return c
+
+
+def digits_setup(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The embedded 8x8 digits recipe shared by the joint-embedding configs (2 CPU cores).
+
+  Small CNN (32-64-128), batch 256, 1500 steps, AdamW 2e-3 with 50 warm-up steps, the whole
+  image as each view (cropping destroys an 8x8 digit) with the strong affine + noise recipe.
+  """
+  from ssl_jax.data import augment  # pylint: disable=g-import-not-at-top
+  c.dataset = "digits"
+  c.batch_size = 256
+  c.total_steps = 1500
+  c.log_every_steps = 100
+  c.checkpoint_every_steps = 500
+  c.encoder = ml_collections.ConfigDict(dict(name="convnet", widths=(32, 64, 128)))
+  c.optimizer.update(name="adamw", lr=2e-3, lr_scaling="none", weight_decay=1e-4,
+                     warmup_steps=50)
+  c.data.update(image_size=8, crop="none", flip=False)
+  c.augment = augment.digits_augment()
+  return c
+
+
+def cifar10_setup(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """solo-learn's CIFAR-10 setting: ResNet-18 with CIFAR stem, batch 256, 1000 epochs,
+  10 warm-up epochs, random resized crops of 32 px (scale 0.08-1) with flips."""
+  from ssl_jax.data import augment  # pylint: disable=g-import-not-at-top
+  c.dataset = "cifar10"
+  c.batch_size = 256
+  c.total_epochs = 1000
+  c.log_every_steps = 100
+  c.checkpoint_every_steps = 2000
+  c.encoder = ml_collections.ConfigDict(dict(name="resnet", depth=18, cifar_stem=True))
+  c.optimizer.update(warmup_epochs=10)
+  c.data.update(image_size=32, crop="random_resized", crop_scale=(0.08, 1.0), flip=True)
+  c.augment = augment.cifar_augment()
+  c.eval.batch_size = 1024
+  return c
+
+
+def imagenet2012_setup(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """ImageNet-1k: ResNet-50 (bfloat16), 224 px random resized crops with flips, centre-
+  cropped 256 -> 224 evaluation, 10 warm-up epochs, whole-ImageNet probes (linear and kNN on
+  all labels, label propagation on 1% / 10%). Needs the TFDS dataset prepared by hand."""
+  from ssl_jax.data import augment  # pylint: disable=g-import-not-at-top
+  c.dataset = "imagenet2012"
+  c.data.test_split = "validation"
+  c.batch_size = 4096
+  c.total_epochs = 1000
+  c.log_every_steps = 100
+  c.checkpoint_every_steps = 1000
+  c.encoder = ml_collections.ConfigDict(dict(name="resnet", depth=50, dtype="bfloat16"))
+  c.optimizer.update(name="lars", lr_scaling="linear", warmup_epochs=10)
+  c.data.update(image_size=224, crop="random_resized", crop_scale=(0.08, 1.0), flip=True,
+                eval_crop="center", eval_resize=256)
+  c.augment = augment.simclr_augment(strength=1.0, blur_prob=0.5)
+  c.eval.batch_size = 1024
+  c.eval.labels_per_class = (13, 128, 0)
+  c.eval.seeds = 1
+  return c
+
+
+VARIANT_SETUPS = {"digits": digits_setup, "cifar10": cifar10_setup,
+                  "imagenet2012": imagenet2012_setup}
+
+
+def setup_variant(c: ml_collections.ConfigDict, variant: str, method: str
+                  ) -> ml_collections.ConfigDict:
+  """Applies the dataset recipe of `variant`; an unknown variant is a ValueError."""
+  if variant not in VARIANT_SETUPS:
+    raise ValueError(f"unknown {method} variant '{variant}': use "
+                     f"{', '.join(VARIANT_SETUPS)}")
+  return VARIANT_SETUPS[variant](c)
+
+
+def apply_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`,runlocal=True`: a tiny smoke run (4 steps, batch 16, one seed) of any variant."""
+  c.batch_size = 16
+  c.total_steps, c.total_epochs = 4, None
+  c.log_every_steps = c.checkpoint_every_steps = 2
+  c.optimizer.warmup_steps, c.optimizer.warmup_epochs = 1, None
+  c.eval.labels_per_class, c.eval.seeds = (1, 0), 1
   return c

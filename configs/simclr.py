@@ -25,8 +25,7 @@ Add `,runlocal=True` to any variant for a tiny smoke run (few steps, small batch
 """
 import ml_collections
 
-from configs.common import base_config, parse_arg
-from ssl_jax.data import augment
+from configs.common import apply_runlocal, base_config, parse_arg, setup_variant
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -34,61 +33,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = base_config()
   c.method = "simclr"
   c.simclr = ml_collections.ConfigDict(dict(temperature=0.1))
+  setup_variant(c, arg.variant, "simclr")
 
   if arg.variant == "digits":
-    c.dataset = "digits"
-    c.batch_size = 256
-    c.total_steps = 1500
-    c.log_every_steps = 100
-    c.checkpoint_every_steps = 500
-    c.encoder = ml_collections.ConfigDict(dict(name="convnet", widths=(32, 64, 128)))
     c.projector = ml_collections.ConfigDict(dict(hidden_dim=256, output_dim=64))
     c.simclr.temperature = 0.2
-    c.optimizer.update(name="adamw", lr=2e-3, lr_scaling="none", weight_decay=1e-4,
-                       warmup_steps=50)
-    c.data.update(image_size=8, crop="none", flip=False)
-    c.augment = augment.digits_augment()
   elif arg.variant == "cifar10":
-    c.dataset = "cifar10"
-    c.batch_size = 256
-    c.total_epochs = 1000
-    c.log_every_steps = 100
-    c.checkpoint_every_steps = 2000
-    c.encoder = ml_collections.ConfigDict(dict(name="resnet", depth=18, cifar_stem=True))
     c.projector = ml_collections.ConfigDict(dict(hidden_dim=2048, output_dim=256))
     c.simclr.temperature = 0.2
-    c.optimizer.update(name="lars", lr=0.4, lr_scaling="linear", weight_decay=1e-5,
-                       warmup_epochs=10)
-    c.data.update(image_size=32, crop="random_resized", crop_scale=(0.08, 1.0), flip=True)
-    c.augment = augment.cifar_augment()
-    c.eval.batch_size = 1024
+    c.optimizer.update(name="lars", lr=0.4, lr_scaling="linear", weight_decay=1e-5)
   elif arg.variant == "imagenet2012":
-    c.dataset = "imagenet2012"
-    c.data.test_split = "validation"
-    c.batch_size = 4096
-    c.total_epochs = 1000
-    c.log_every_steps = 100
-    c.checkpoint_every_steps = 1000
-    c.encoder = ml_collections.ConfigDict(dict(name="resnet", depth=50, dtype="bfloat16"))
     c.projector = ml_collections.ConfigDict(dict(hidden_dim=2048, output_dim=128))
     c.simclr.temperature = 0.1
-    c.optimizer.update(name="lars", lr=0.3, lr_scaling="linear", weight_decay=1e-6,
-                       warmup_epochs=10)
-    c.data.update(image_size=224, crop="random_resized", crop_scale=(0.08, 1.0), flip=True,
-                  eval_crop="center", eval_resize=256)
-    c.augment = augment.simclr_augment(strength=1.0, blur_prob=0.5)
-    c.eval.batch_size = 1024
-    # Whole-ImageNet probes: linear and kNN on all labels; label propagation on 1% / 10%.
-    c.eval.labels_per_class = (13, 128, 0)
-    c.eval.seeds = 1
-  else:
-    raise ValueError(f"unknown simclr variant '{arg.variant}': use digits, cifar10 or imagenet2012")
+    c.optimizer.update(lr=0.3, weight_decay=1e-6)
 
   if arg.runlocal:
-    c.batch_size = 16
-    c.total_steps, c.total_epochs = 4, None
-    c.log_every_steps = c.checkpoint_every_steps = 2
-    c.optimizer.warmup_steps, c.optimizer.warmup_epochs = 1, None
-    c.eval.labels_per_class, c.eval.seeds = (1, 0), 1
+    apply_runlocal(c)
   c.lock()
   return c

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from ssl_jax import methods, parallel, train
+from ssl_jax import config_lib, methods, parallel, train
 
 # Dense bf16 peak FLOP/s per device, from the vendors' data sheets.
 PEAK_FLOPS = {"NVIDIA H100": 989e12, "NVIDIA H200": 989e12, "NVIDIA A100": 312e12,
@@ -56,13 +56,20 @@ def benchmark(spec: str, batch_size: int | None, steps: int, warmup: int,
   mesh = parallel.make_mesh(config.mesh_data_axis)
   size = config.data.image_size
   image_shape = (size, size, CHANNELS[config.dataset])
-  trainer = train.Trainer(config, methods.build(config), mesh, image_shape, num_classes=10,
-                          total_steps=steps + warmup, steps_per_epoch=100)
+  length = config_lib.TrainingLength(steps_per_epoch=100, total_steps=steps + warmup,
+                                     schedule_steps=steps + warmup)
+  trainer = train.Trainer(config, methods.build(config, length), mesh, image_shape,
+                          num_classes=10, length=length)
   rng = np.random.default_rng(0)
   local = config.batch_size // jax.process_count()
-  batch = parallel.global_batch({
+  host_batch = {
       "views": rng.integers(0, 256, (local, config.data.num_views) + image_shape, np.uint8),
-      "label": rng.integers(0, 10, (local,), np.int32)}, mesh)
+      "label": rng.integers(0, 10, (local,), np.int32)}
+  if config.data.local_views:  # multi-crop (DINO)
+    side = config.data.local_image_size
+    host_batch["local_views"] = rng.integers(
+        0, 256, (local, config.data.local_views, side, side, image_shape[-1]), np.uint8)
+  batch = parallel.global_batch(host_batch, mesh)
   state = trainer.create_state(config.seed)
   compiled = trainer.train_step.lower(state, batch).compile()
   cost = compiled.cost_analysis()

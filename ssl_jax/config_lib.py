@@ -7,6 +7,7 @@ import json
 import math
 import os
 import tempfile
+from typing import NamedTuple
 
 import ml_collections
 
@@ -17,6 +18,30 @@ from ssl_jax.errors import UserError
 RESUMABLE_KEYS = ("total_steps", "total_epochs", "evaluate_at_end", "log_every_steps",
                   "checkpoint_every_steps", "keep_checkpoints", "eval", "data.data_dir",
                   "data.prefetch")
+
+
+class TrainingLength(NamedTuple):
+  """A run's length in optimizer steps: what the trainer and progress-following schedules need.
+
+  `schedule_steps` is the horizon of every schedule that follows training progress (the
+  learning-rate cosine, EMA momentum, teacher temperature): `optimizer.decay_*` when set, so a
+  run can be extended along the same schedule, else the run's total.
+  """
+  steps_per_epoch: int
+  total_steps: int
+  schedule_steps: int
+
+
+def training_length(config, num_train_examples: int) -> TrainingLength:
+  """Resolves `total_*` and `optimizer.decay_*` for `num_train_examples` training examples."""
+  steps_per_epoch = num_train_examples // config.batch_size
+  if steps_per_epoch == 0:
+    raise UserError(
+        f"batch_size {config.batch_size} is larger than the {num_train_examples} "
+        f"training examples of '{config.dataset}'")
+  total = to_steps(config, "total", steps_per_epoch)
+  schedule = to_steps(config.optimizer, "decay", steps_per_epoch, default=total)
+  return TrainingLength(steps_per_epoch, total, schedule)
 
 
 def to_steps(section, prefix: str, steps_per_epoch: int, default: int | None = None) -> int:

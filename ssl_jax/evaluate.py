@@ -69,7 +69,7 @@ def run_protocol(protocol: str, train: tuple, test: tuple, labelled: np.ndarray,
 def feature_sets(config, workdir: str):
   """{source: ((train_x, train_y), (test_x, test_y))}, and the checkpoint step."""
   from ssl_jax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
-  from ssl_jax import methods, parallel, train  # pylint: disable=g-import-not-at-top
+  from ssl_jax import config_lib, methods, parallel, train  # pylint: disable=g-import-not-at-top
   from ssl_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from ssl_jax.eval import features  # pylint: disable=g-import-not-at-top
 
@@ -77,9 +77,9 @@ def feature_sets(config, workdir: str):
   if info.num_classes is None:
     raise UserError(f"dataset '{config.dataset}' has no labels to evaluate with")
   mesh = parallel.make_mesh(config.mesh_data_axis)
-  method = methods.build(config)
-  trainer = train.Trainer(config, method, mesh, info.image_shape, info.num_classes,
-                          total_steps=1, steps_per_epoch=1)
+  length = config_lib.training_length(config, info.num_train_examples)
+  method = methods.build(config, length)
+  trainer = train.Trainer(config, method, mesh, info.image_shape, info.num_classes, length)
   checkpoints = checkpoint_lib.Checkpointer(workdir, read_only=True)
   step = checkpoints.latest_step()
   if step is None:

@@ -50,3 +50,135 @@ def nt_xent(z_a: jax.Array, z_b: jax.Array, temperature: float) -> jax.Array:
 def top1_accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Fraction of rows whose argmax is the label (for contrastive logits: positive ranked first)."""
   return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+
+
+def info_nce(query: jax.Array, positive: jax.Array, negatives: jax.Array,
+             temperature: float) -> jax.Array:
+  """InfoNCE with a shared set of negatives: MoCo's Eq. 1 (He et al. 2020).
+
+  L_q = -log exp(q.k+ / t) / (exp(q.k+ / t) + sum_k- exp(q.k- / t)) on L2-normalised vectors,
+  averaged over the queries; `negatives` [M, D] is MoCo's queue of keys from earlier batches.
+  """
+  q = l2_normalize(query.astype(jnp.float32))
+  k = l2_normalize(positive.astype(jnp.float32))
+  neg = l2_normalize(negatives.astype(jnp.float32))
+  logits = jnp.concatenate([jnp.sum(q * k, axis=-1, keepdims=True), q @ neg.T], axis=1)
+  labels = jnp.zeros((q.shape[0],), jnp.int32)
+  return jnp.mean(softmax_cross_entropy(logits / temperature, labels))
+
+
+def batch_info_nce_logits(query: jax.Array, keys: jax.Array, temperature: float) -> jax.Array:
+  """cos(q_i, k_j) / t over the global batch: row i's positive is column i, the rest negatives."""
+  q = l2_normalize(query.astype(jnp.float32))
+  k = l2_normalize(keys.astype(jnp.float32))
+  return q @ k.T / temperature
+
+
+def batch_info_nce(query: jax.Array, keys: jax.Array, temperature: float) -> jax.Array:
+  """InfoNCE whose negatives are the other keys of the batch (MoCo v3 Alg. 1, CLIP's rows).
+
+  Cross-entropy of logits q_i . k_j / t with the target j = i, averaged over queries. MoCo v3
+  multiplies this by 2t (`moco` does, as in its pseudo-code); CLIP averages both directions.
+  """
+  logits = batch_info_nce_logits(query, keys, temperature)
+  return jnp.mean(softmax_cross_entropy(logits, jnp.arange(logits.shape[0])))
+
+
+def cosine_similarity(a: jax.Array, b: jax.Array) -> jax.Array:
+  """Per-row cosine similarity <a, b> / (||a|| ||b||) in float32, shape [N]."""
+  a = l2_normalize(a.astype(jnp.float32))
+  b = l2_normalize(b.astype(jnp.float32))
+  return jnp.sum(a * b, axis=-1)
+
+
+def normalized_mse(prediction: jax.Array, target: jax.Array) -> jax.Array:
+  """BYOL's regression loss (Grill et al. 2020, Eq. 2): ||p/|p| - z/|z|||^2 = 2 - 2 cos(p, z).
+
+  Averaged over the batch; `target` is expected to be stop-gradient'ed by the caller.
+  """
+  return jnp.mean(2.0 - 2.0 * cosine_similarity(prediction, target))
+
+
+def negative_cosine(prediction: jax.Array, target: jax.Array) -> jax.Array:
+  """SimSiam's D(p, z) = -cos(p, stopgrad(z)) (Chen & He 2021, Eq. 1), averaged over the batch."""
+  return -jnp.mean(cosine_similarity(prediction, jax.lax.stop_gradient(target)))
+
+
+def _standardize_over_batch(z: jax.Array, eps: float) -> jax.Array:
+  """(z - mean) / sqrt(var + eps) per feature over the batch (biased var, as BatchNorm)."""
+  z = z.astype(jnp.float32)
+  mean = jnp.mean(z, axis=0)
+  var = jnp.mean(jnp.square(z - mean), axis=0)
+  return (z - mean) * jax.lax.rsqrt(var + eps)
+
+
+def barlow_twins(z_a: jax.Array, z_b: jax.Array, off_diagonal_weight: float,
+                 eps: float = 1e-5) -> tuple[jax.Array, jax.Array]:
+  """Barlow Twins (Zbontar et al. 2021, Eq. 1-2) on embeddings [N, D] of two views.
+
+  Each view's embedding is standardised per dimension over the (global) batch, C_ij =
+  sum_b za_bi zb_bj / N is their cross-correlation, and
+  L = sum_i (1 - C_ii)^2 + lambda sum_i sum_{j != i} C_ij^2.
+
+  Returns (loss, C).
+  """
+  n = z_a.shape[0]
+  c = _standardize_over_batch(z_a, eps).T @ _standardize_over_batch(z_b, eps) / n
+  on_diagonal = jnp.sum(jnp.square(1.0 - jnp.diag(c)))
+  off_diagonal = jnp.sum(jnp.square(c)) - jnp.sum(jnp.square(jnp.diag(c)))
+  return on_diagonal + off_diagonal_weight * off_diagonal, c
+
+
+def vicreg_terms(z_a: jax.Array, z_b: jax.Array, gamma: float = 1.0,
+                 eps: float = 1e-4) -> dict[str, jax.Array]:
+  """VICReg's invariance, variance and covariance terms (Bardes et al. 2022, Eq. 1-5).
+
+  invariance s = mean over batch and dimensions of (z_a - z_b)^2 (the authors' code,
+  `F.mse_loss`; Eq. 5 sums over dimensions, i.e. D times this, and the published weights go
+  with the mean); variance v(Z) = mean_j max(0, gamma - sqrt(Var(z^j) + eps)) with the
+  unbiased variance; covariance c(Z) = sum_{i != j} Cov(Z)_ij^2 / D, Cov unbiased. The
+  variance and covariance entries are v(Z_a) + v(Z_b) and c(Z_a) + c(Z_b).
+  """
+  z_a, z_b = z_a.astype(jnp.float32), z_b.astype(jnp.float32)
+  n, d = z_a.shape
+
+  def variance(z):
+    std = jnp.sqrt(jnp.var(z, axis=0, ddof=1) + eps)
+    return jnp.mean(jax.nn.relu(gamma - std))
+
+  def covariance(z):
+    centered = z - jnp.mean(z, axis=0)
+    cov = centered.T @ centered / (n - 1)
+    return (jnp.sum(jnp.square(cov)) - jnp.sum(jnp.square(jnp.diag(cov)))) / d
+
+  return {"invariance": jnp.mean(jnp.square(z_a - z_b)),
+          "variance": variance(z_a) + variance(z_b),
+          "covariance": covariance(z_a) + covariance(z_b)}
+
+
+def dino_cross_entropy(student_logits: list[jax.Array], teacher_probs: list[jax.Array],
+                       student_temperature: float) -> jax.Array:
+  """DINO's multi-crop loss (Caron et al. 2021, Eq. 3 / Alg. 1).
+
+  sum over teacher crops t (the global views) and student crops s != t (all views, local
+  ones included) of H(P_t, P_s) = -sum_k P_t[k] log softmax(student_s / tau_s)[k], averaged
+  over the batch and over the number of (t, s) pairs. `student_logits` lists the student's
+  crops with the global ones first, in the same order as `teacher_probs`.
+  """
+  total, pairs = 0.0, 0
+  for t, probs in enumerate(teacher_probs):
+    for s, logits in enumerate(student_logits):
+      if s == t:
+        continue
+      log_probs = jax.nn.log_softmax(logits.astype(jnp.float32) / student_temperature, axis=-1)
+      total = total + jnp.mean(-jnp.sum(probs * log_probs, axis=-1))
+      pairs += 1
+  return total / pairs
+
+
+def normalized_std(z: jax.Array) -> jax.Array:
+  """Mean over dimensions of the batch std of L2-normalised z (SimSiam, Sec. 4.1, Fig. 2).
+
+  A collapsed embedding gives 0; unit vectors spread over d dimensions give ~1/sqrt(d).
+  """
+  return jnp.mean(jnp.std(l2_normalize(z.astype(jnp.float32)), axis=0))

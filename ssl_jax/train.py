@@ -35,7 +35,13 @@ def example_batch(config: ml_collections.ConfigDict, image_shape: tuple[int, int
                   batch_size: int = 2) -> dict[str, jax.Array]:
   """A float batch of the shapes the method sees after device augmentation (for init)."""
   views = jnp.zeros((batch_size, config.data.num_views) + tuple(image_shape), jnp.float32)
-  return {"views": views}
+  batch = {"views": views}
+  num_local = config.data.get("local_views", 0)
+  if num_local:
+    side = config.data.local_image_size
+    batch["local_views"] = jnp.zeros((batch_size, num_local, side, side, image_shape[-1]),
+                                     jnp.float32)
+  return batch
 
 
 def device_preprocess(rng: jax.Array, batch: dict[str, jax.Array],
@@ -44,6 +50,10 @@ def device_preprocess(rng: jax.Array, batch: dict[str, jax.Array],
   batch = dict(batch)
   if "views" in batch:
     batch["views"] = augment.augment_views(rng, batch["views"], config)
+  if "local_views" in batch:
+    section = "local_augment" if "local_augment" in config else "augment"
+    batch["local_views"] = augment.augment_views(jax.random.fold_in(rng, 1),
+                                                 batch["local_views"], config, section)
   return batch
 
 
@@ -52,16 +62,16 @@ class Trainer:
 
   def __init__(self, config: ml_collections.ConfigDict, method: methods.Method,
                mesh: jax.sharding.Mesh, image_shape: tuple[int, int, int],
-               num_classes: int | None, total_steps: int, steps_per_epoch: int):
+               num_classes: int | None, length: config_lib.TrainingLength):
     self.config = config
     self.method = method
     self.mesh = mesh
     self.image_shape = tuple(image_shape)
     self.probe_classes = num_classes if config.online_probe.enabled else None
-    warmup = config_lib.to_steps(config.optimizer, "warmup", steps_per_epoch, default=0)
-    decay = config_lib.to_steps(config.optimizer, "decay", steps_per_epoch, default=total_steps)
+    warmup = config_lib.to_steps(config.optimizer, "warmup", length.steps_per_epoch, default=0)
     peak = optimizers.peak_learning_rate(config.optimizer, config.batch_size)
-    self.schedule = optimizers.warmup_cosine(peak, warmup, decay, config.optimizer.end_lr_factor)
+    self.schedule = optimizers.warmup_cosine(peak, warmup, length.schedule_steps,
+                                             config.optimizer.end_lr_factor)
     self.tx = optimizers.build(config.optimizer, self.schedule)
     self.probe_tx = optax.adam(config.online_probe.lr)
     replicated = parallel.replicated(mesh)
@@ -175,21 +185,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> State:
   from ssl_jax.data import pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow)
 
   # Checks first: every bad input fails here, before anything is written or compiled.
-  method = methods.build(config)
+  methods.find(config)
   mesh = parallel.make_mesh(config.mesh_data_axis)
   config_lib.check_batch_size(config.batch_size, mesh.size, jax.process_count())
   info = pipeline.dataset_info(config)
-  steps_per_epoch = info.num_train_examples // config.batch_size
-  if steps_per_epoch == 0:
-    raise UserError(
-        f"batch_size {config.batch_size} is larger than the {info.num_train_examples} "
-        f"training examples of '{config.dataset}'")
-  total_steps = config_lib.to_steps(config, "total", steps_per_epoch)
+  length = config_lib.training_length(config, info.num_train_examples)
+  total_steps, steps_per_epoch = length.total_steps, length.steps_per_epoch
+  method = methods.build(config, length)
   config_lib.check_workdir_writable(workdir)
   config_lib.save_or_check(config, workdir)
 
-  trainer = Trainer(config, method, mesh, info.image_shape, info.num_classes, total_steps,
-                    steps_per_epoch)
+  trainer = Trainer(config, method, mesh, info.image_shape, info.num_classes, length)
   checkpoints = checkpoint_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
   start = checkpoints.latest_step()
   if start is None:

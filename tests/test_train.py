@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 
 from configs import simclr
 from ssl_jax import checkpoint as checkpoint_lib
-from ssl_jax import methods, parallel, train
+from ssl_jax import config_lib, methods, parallel, train
 from ssl_jax.errors import TrainingDivergedError
 from tiny_configs import override, tiny_digits
 
@@ -22,8 +22,8 @@ def data_dir(tmp_path_factory):
 
 
 def _run_steps(config, mesh, batches, num_steps):
-  trainer = train.Trainer(config, methods.build(config), mesh, (8, 8, 1), 10, total_steps=50,
-                          steps_per_epoch=10)
+  length = config_lib.TrainingLength(steps_per_epoch=10, total_steps=50, schedule_steps=50)
+  trainer = train.Trainer(config, methods.build(config, length), mesh, (8, 8, 1), 10, length)
   state = trainer.create_state(config.seed)
   losses = []
   for step in range(num_steps):
@@ -73,8 +73,8 @@ def test_resume_20_then_40_equals_40_at_once(tmp_path, data_dir):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir, monkeypatch):
   build = methods.build
 
-  def build_with_nan_after_step_4(config):
-    method = build(config)
+  def build_with_nan_after_step_4(config, length):
+    method = build(config, length)
 
     def loss(params, extra, batch, rng, step):
       value, output = method.loss(params, extra, batch, rng, step)

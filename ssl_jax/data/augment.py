@@ -85,17 +85,50 @@ def simclr_augment(
       mean=mean, std=std)
 
 
+def byol_augment(
+    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> ml_collections.ConfigDict:
+  """BYOL's asymmetric ImageNet recipe (Grill et al. 2020, Table 6), after crop and flip.
+
+  Colour jitter (brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1) with probability
+  0.8, grayscale 0.2, blur with probability 1.0 on view 1 and 0.1 on view 2, solarisation
+  0.2 on view 2 only. MoCo v3, Barlow Twins, VICReg and DINO use it too.
+  """
+  return augment_config(
+      jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1,
+      grayscale_prob=0.2, blur_prob=(1.0, 0.1), blur_sigma=(0.1, 2.0),
+      solarize_prob=(0.0, 0.2), mean=mean, std=std)
+
+
+def mocov2_augment(
+    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> ml_collections.ConfigDict:
+  """MoCo v2's ImageNet recipe (Chen et al. 2020, "Improved Baselines"), after crop/flip.
+
+  Colour jitter (0.4, 0.4, 0.4, 0.1) with probability 0.8, grayscale 0.2, blur 0.5 on both
+  views (SimSiam uses it too). Its crops cover 20-100% of the image (`data.crop_scale`).
+  """
+  return augment_config(
+      jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
+      grayscale_prob=0.2, blur_prob=0.5, blur_sigma=(0.1, 2.0), mean=mean, std=std)
+
+
 def cifar_augment(
     brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.2,
     hue: float = 0.1, jitter_prob: Prob = 0.8, grayscale_prob: Prob = 0.2,
-    solarize_prob: Prob = 0.1, mean: Sequence[float] = CIFAR_MEAN,
+    solarize_prob: Prob = 0.1, blur_prob: Prob = 0.0, mean: Sequence[float] = CIFAR_MEAN,
     std: Sequence[float] = CIFAR_STD
 ) -> ml_collections.ConfigDict:
-  """solo-learn's CIFAR SimCLR recipe: colour jitter and grayscale, no blur on 32x32."""
+  """solo-learn's CIFAR recipes: colour jitter and grayscale, by default no blur on 32x32.
+
+  SimCLR's is the default; solo-learn's "asymmetric" file (BYOL, MoCo v3, Barlow Twins,
+  DINO) is `solarize_prob=(0.0, 0.2)`, its "symmetric_weak" (MoCo v2+, SimSiam) is
+  `saturation=0.4, solarize_prob=0.0, blur_prob=0.5`.
+  """
   return augment_config(
       jitter_prob=jitter_prob, brightness=brightness, contrast=contrast,
       saturation=saturation, hue=hue, grayscale_prob=grayscale_prob,
-      solarize_prob=solarize_prob, mean=mean, std=std)
+      solarize_prob=solarize_prob, blur_prob=blur_prob, mean=mean, std=std)
 
 
 def digits_augment(
@@ -123,15 +156,18 @@ def normalize_images(images: jax.Array, config: Any) -> jax.Array:
   return _normalize(images.astype(jnp.float32) / 255.0, config.augment)
 
 
-def augment_views(rng: jax.Array, views: jax.Array, config: Any) -> jax.Array:
+def augment_views(rng: jax.Array, views: jax.Array, config: Any,
+                  section: str = "augment") -> jax.Array:
   """Augments and normalises uint8 [B, V, H, W, C] views into float32 of the same shape.
 
   Example b, view v draws from the key fold_in(fold_in(rng, b), v): every
   example and view is augmented independently, and reproducibly given `rng`.
+  `section` names the config section of the recipe (`local_augment` for
+  multi-crop's local views).
   """
   if views.ndim != 5:
     raise ValueError(f"views must be [B, V, H, W, C], got shape {views.shape}")
-  aug = config.augment
+  aug = config[section]
   batch, num_views, height, width, channels = views.shape
   _check_stats(aug, channels)
   _check_strengths(aug)

@@ -41,6 +41,7 @@ _EVAL_CROPS = ("none", "center")
 # Training shards whose decoded uint8 images fit in this many bytes (CIFAR's
 # 50k x 32x32x3 = 150 MiB does) are decoded once and cached in host memory.
 _MAX_CACHED_BYTES = 256 * 2**20
+_LOCAL_STREAM = 1  # fold_in index of the local crops' randomness within an epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +114,12 @@ def train_batches(
   only when `config.data.label_key` is set), with b = batch_size //
   process_count and V = `config.data.num_views` independently cropped/flipped
   views of each example.
+
+  Multi-crop (SwAV, Caron et al. 2020; DINO, Caron et al. 2021): with
+  `config.data.local_views` = L > 0 the batch also holds "local_views" uint8
+  [b, L, h, h, C]: L random resized crops of area `local_crop_scale` at side
+  h = `local_image_size` (always cropped, also when the global views are not),
+  flipped like the global views.
   """
   if start_step < 0:
     raise UserError(f"start_step must be >= 0, got {start_step}")
@@ -131,6 +138,7 @@ def train_batches(
   if num_views < 1:
     raise UserError(f"config.data.num_views must be >= 1, got {num_views}")
   view_shape = _view_shape(builder, data, data.crop, "crop")
+  num_local = _num_local_views(data)
   image_key, label_key = data.get("image_key", "image"), data.get("label_key", "label")
   decoders = _decoders(builder, image_key, label_key)
   decode = _decoder(builder, image_key)
@@ -173,6 +181,13 @@ def train_batches(
             [size, 2], seed=crop_key, minval=None, maxval=None, dtype=tf.int64),
         "flip": tf.random.stateless_uniform([size, num_views], seed=flip_key) < 0.5,
     }
+    if num_local:  # Own streams: adding local crops leaves the global views' draws unchanged.
+      local_crop_key, local_flip_key = tf.unstack(tf.random.experimental.stateless_split(
+          tf.random.experimental.stateless_fold_in(epoch_key, _LOCAL_STREAM), 2))
+      randomness["local_crop"] = tf.random.stateless_uniform(
+          [size, 2], seed=local_crop_key, minval=None, maxval=None, dtype=tf.int64)
+      randomness["local_flip"] = tf.random.stateless_uniform(
+          [size, num_local], seed=local_flip_key) < 0.5
     ds = epoch_order(_op_seed(file_key), _op_seed(shuffle_key)).take(size)
     return tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(randomness))
 
@@ -181,11 +196,18 @@ def train_batches(
   ) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
     """Per example: decodes (unless cached) and cuts the V random resized crops."""
     image = ex[image_key] if cached else decode(ex[image_key])
+    out = dict(ex)
+    if num_local:
+      seeds = tf.random.experimental.stateless_split(rnd["local_crop"], num_local)
+      out["local_views"] = tf.stack([
+          _random_resized_crop(image, seeds[v], data.local_image_size, data.local_crop_scale,
+                               data.crop_ratio) for v in range(num_local)])
     if data.crop == "random_resized":
       seeds = tf.random.experimental.stateless_split(rnd["crop"], num_views)
-      image = tf.stack(
-          [_random_resized_crop(image, seeds[v], data) for v in range(num_views)])
-    return {**ex, image_key: image}, rnd
+      image = tf.stack([
+          _random_resized_crop(image, seeds[v], data.image_size, data.crop_scale,
+                               data.crop_ratio) for v in range(num_views)])
+    return {**out, image_key: image}, rnd
 
   def finish(ex: dict[str, tf.Tensor], rnd: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     """Per batch: repeats uncropped images into views and flips them."""
@@ -195,6 +217,14 @@ def train_batches(
     if data.flip:
       views = tf.where(rnd["flip"][:, :, None, None, None], tf.reverse(views, [3]), views)
     out = {"views": tf.ensure_shape(views, (batch, num_views, *view_shape))}
+    if num_local:
+      local = ex["local_views"]
+      if data.flip:
+        local = tf.where(rnd["local_flip"][:, :, None, None, None], tf.reverse(local, [3]),
+                         local)
+      side = data.local_image_size
+      out["local_views"] = tf.ensure_shape(local, (batch, num_local, side, side,
+                                                   view_shape[-1]))
     if label_key is not None:
       out["label"] = tf.cast(ex[label_key], tf.int32)
     return out
@@ -202,7 +232,7 @@ def train_batches(
   start_epoch, step_in_epoch = divmod(start_step, steps_per_epoch)
   ds = tf.data.Dataset.counter(start_epoch).flat_map(epoch_examples)
   ds = ds.skip(step_in_epoch * batch)
-  if data.crop == "random_resized" or not cached:
+  if data.crop == "random_resized" or num_local or not cached:
     ds = ds.map(crop_views, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch, drop_remainder=True).map(finish)
   return ds.prefetch(data.prefetch).as_numpy_iterator()
@@ -280,6 +310,20 @@ def _shards(split: str, process_index: int, process_count: int) -> list[Any]:
     raise UserError(
         f"process_index {process_index} is not in [0, process_count={process_count})")
   return tfds.even_splits(split, n=process_count)
+
+
+def _num_local_views(data: Any) -> int:
+  """`config.data.local_views` (0 when the key is absent), checked with its crop settings."""
+  num_local = data.get("local_views", 0) or 0
+  if num_local < 0:
+    raise UserError(f"config.data.local_views must be >= 0, got {num_local}")
+  if num_local:
+    low, high = tuple(data.local_crop_scale)
+    if not 0 < low <= high <= 1 or data.local_image_size < 1:
+      raise UserError(
+          f"config.data.local_crop_scale {(low, high)} must lie in (0, 1] and "
+          f"local_image_size ({data.local_image_size}) must be >= 1")
+  return num_local
 
 
 def _local_batch_size(batch_size: int, process_count: int) -> int:
@@ -362,8 +406,9 @@ def _op_seed(key: tf.Tensor) -> tf.Tensor:
       [], seed=key, minval=None, maxval=None, dtype=tf.int64)
 
 
-def _random_resized_crop(image: tf.Tensor, key: tf.Tensor, data: Any) -> tf.Tensor:
-  """Crops a random box of area `crop_scale` and aspect `crop_ratio`, resized to image_size.
+def _random_resized_crop(image: tf.Tensor, key: tf.Tensor, side: int, scale: Any,
+                         ratio: Any) -> tf.Tensor:
+  """Crops a random box of area fraction `scale` and aspect `ratio`, resized to side^2.
 
   As in SimCLR (Chen et al. 2020, Appendix A) / Inception: the box is sampled
   over the whole image; if no box fits in 10 tries the whole image is used.
@@ -371,10 +416,10 @@ def _random_resized_crop(image: tf.Tensor, key: tf.Tensor, data: Any) -> tf.Tens
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
       tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
       seed=key, min_object_covered=0.0,
-      aspect_ratio_range=tuple(data.crop_ratio), area_range=tuple(data.crop_scale),
+      aspect_ratio_range=tuple(ratio), area_range=tuple(scale),
       max_attempts=10, use_image_if_no_bounding_boxes=True)
   crop = tf.slice(image, begin, size)
-  return _resize_uint8(crop, (data.image_size, data.image_size))
+  return _resize_uint8(crop, (side, side))
 
 
 def _resize_and_center_crop(image: tf.Tensor, resize: int, size: int) -> tf.Tensor:

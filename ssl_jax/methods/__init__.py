@@ -1,7 +1,8 @@
 """Self-supervised objectives, one module each, found by name.
 
-A method module `ssl_jax/methods/<name>.py` exposes `build(config) -> Method`; `config.method`
-names it. The trainer and the evaluation script talk to every objective through the same
+A method module `ssl_jax/methods/<name>.py` exposes `build(config, length) -> Method`;
+`config.method` names it, and `length` (`config_lib.TrainingLength`) gives the horizon of
+schedules that follow training progress (EMA momentum, teacher temperature). The trainer and the evaluation script talk to every objective through the same
 four functions, so neither ever branches on a method's name:
 
   init(rng, batch) -> (params, extra)
@@ -18,6 +19,7 @@ import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from ssl_jax.components import import_component
 
@@ -41,6 +43,31 @@ class Method:
   update_extra: Callable[..., Any] = lambda params, extra, step: extra
 
 
-def build(config) -> Method:
-  """Imports `ssl_jax.methods.<config.method>` and builds the method from the config."""
-  return import_component("ssl_jax.methods", config.method, "method").build(config)
+def merge_views(views: jax.Array) -> jax.Array:
+  """[B, V, H, W, C] -> [V * B, H, W, C], view-major: view v is rows v*B .. (v+1)*B.
+
+  All views go through a network as one batch, so its BatchNorm statistics span every view
+  of the global batch (SimCLR's global BN, Chen et al. 2020, Sec. B.9).
+  """
+  return jnp.swapaxes(views, 0, 1).reshape((-1,) + views.shape[2:])
+
+
+def split_views(x: jax.Array, num_views: int) -> list[jax.Array]:
+  """Inverse of `merge_views` on a network's output: [V * B, ...] -> V arrays [B, ...]."""
+  return jnp.split(x, num_views, axis=0)
+
+
+def check_num_views(views: jax.Array, expected: int, method: str) -> None:
+  if views.shape[1] != expected:
+    raise ValueError(f"{method} takes {expected} views per image (config.data.num_views), "
+                     f"got {views.shape[1]}")
+
+
+def find(config):
+  """The module `ssl_jax.methods.<config.method>` (a one-line UserError when there is none)."""
+  return import_component("ssl_jax.methods", config.method, "method")
+
+
+def build(config, length) -> Method:
+  """Builds the method `config.method` for a run of `length` (a `TrainingLength`)."""
+  return find(config).build(config, length)

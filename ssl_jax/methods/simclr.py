@@ -12,58 +12,39 @@ networks.
 """
 from typing import Any
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from ssl_jax import losses
-from ssl_jax.methods import Method, StepOutput
-from ssl_jax.models import build_encoder
-from ssl_jax.models.heads import MLPHead
+from ssl_jax.methods import Method, StepOutput, check_num_views, merge_views
+from ssl_jax.models import apply_in_eval_mode, apply_in_train_mode, build_encoder, init_variables
+from ssl_jax.models.heads import MLPHead, ProjectedEncoder
 
 
-class EncoderWithProjector(nn.Module):
-  """h = f(x) and z = g(h)."""
-  encoder: nn.Module
-  projector: nn.Module
-
-  def __call__(self, x, train: bool = False):
-    h = self.encoder(x, train=train)
-    return h, self.projector(h, train=train)
-
-
-def _merge_views(views: jax.Array) -> jax.Array:
-  """[B, V, H, W, C] -> [V * B, H, W, C], view-major, so view v is rows v*B .. (v+1)*B."""
-  return jnp.swapaxes(views, 0, 1).reshape((-1,) + views.shape[2:])
-
-
-def build(config) -> Method:
-  network = EncoderWithProjector(build_encoder(config.encoder), MLPHead(**config.projector))
+def build(config, length) -> Method:
+  del length  # SimCLR has no schedule besides the optimizer's.
+  network = ProjectedEncoder(build_encoder(config.encoder), MLPHead(**config.projector))
   temperature = float(config.simclr.temperature)
   if temperature <= 0:
     raise ValueError(f"simclr.temperature must be positive, got {temperature}")
 
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
-    variables = network.init(rng, _merge_views(batch["views"][:, :2]), train=False)
-    return variables["params"], {"batch_stats": variables["batch_stats"]}
+    params, batch_stats = init_variables(network, rng, merge_views(batch["views"][:, :2]))
+    return params, {"batch_stats": batch_stats}
 
   def loss(params, extra, batch, rng, step):
-    del rng, step  # augmentation happened on device before the loss; SimCLR needs no more.
+    del step
     views = batch["views"]
-    if views.shape[1] != 2:
-      raise ValueError(f"SimCLR takes 2 views per image, got {views.shape[1]}")
+    check_num_views(views, 2, "SimCLR")
     n = views.shape[0]
-    (h, z), new_state = network.apply(
-        {"params": params, "batch_stats": extra["batch_stats"]}, _merge_views(views),
-        train=True, mutable=["batch_stats"])
+    (h, z), batch_stats = apply_in_train_mode(network, params, extra["batch_stats"],
+                                              merge_views(views), rng=rng)
     value = losses.nt_xent(z[:n], z[n:], temperature)
     logits, labels = losses.nt_xent_logits(z[:n], z[n:], temperature)  # CSE'd by XLA
     metrics = {"contrastive_accuracy": losses.top1_accuracy(logits, labels)}
-    return value, StepOutput({"batch_stats": new_state["batch_stats"]}, metrics, h[:n])
+    return value, StepOutput({"batch_stats": batch_stats}, metrics, h[:n])
 
   def represent(params, extra, images):
-    h, _ = network.apply({"params": params, "batch_stats": extra["batch_stats"]}, images,
-                         train=False)
+    h, _ = apply_in_eval_mode(network, params, extra["batch_stats"], images)
     return h
 
   return Method(init=init, loss=loss, represent=represent)

@@ -7,18 +7,21 @@ representation downstream; the same MLP shape serves as BYOL/SimSiam predictor.
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 
 class MLPHead(nn.Module):
   """`num_layers` dense layers; hidden ones are Dense -> BatchNorm -> ReLU.
 
-  `output_norm` adds a BatchNorm (no scale/bias) after the last layer, as in SimCLR v2's and
-  SimSiam's projectors.
+  `output_norm` adds a BatchNorm (no scale/bias) after the last layer, as in SimCLR v2's,
+  SimSiam's and MoCo v3's projectors; `hidden_norm=False` drops the hidden BatchNorms (MoCo
+  v2's Dense -> ReLU -> Dense head).
   """
   hidden_dim: int = 2048
   output_dim: int = 128
   num_layers: int = 2
+  hidden_norm: bool = True
   output_norm: bool = False
   dtype: Any = "float32"
 
@@ -26,11 +29,60 @@ class MLPHead(nn.Module):
   def __call__(self, x, train: bool = False):
     dtype = jnp.dtype(self.dtype)
     for _ in range(self.num_layers - 1):
-      x = nn.Dense(self.hidden_dim, use_bias=False, dtype=dtype)(x)
-      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=dtype)(x)
+      x = nn.Dense(self.hidden_dim, use_bias=not self.hidden_norm, dtype=dtype)(x)
+      if self.hidden_norm:
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=dtype)(x)
       x = nn.relu(x)
     x = nn.Dense(self.output_dim, dtype=dtype)(x)
     if self.output_norm:
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, use_scale=False,
                        use_bias=False, dtype=dtype)(x)
     return x.astype(jnp.float32)
+
+
+class ProjectedEncoder(nn.Module):
+  """h = f(x) and z = g(h): an encoder with its projection head, the unit every
+  joint-embedding method trains (and, as an EMA copy, uses as target/teacher)."""
+  encoder: nn.Module
+  projector: nn.Module
+
+  def __call__(self, x, train: bool = False):
+    h = self.encoder(x, train=train)
+    return h, self.projector(h, train=train)
+
+
+class DINOHead(nn.Module):
+  """DINO's projection head (Caron et al. 2021, Sec. 3.1 and Appendix).
+
+  An MLP (`num_layers` dense layers, hidden width `hidden_dim`, GELU, optional BatchNorm)
+  down to a `bottleneck_dim` embedding, L2-normalised, then a weight-normalised linear layer
+  without bias to `output_dim` prototypes: W_k = g_k v_k / ||v_k||. With `norm_last_layer`
+  the gains g are fixed to 1 (the paper's choice for ViT-S stability); otherwise they train.
+  """
+  hidden_dim: int = 2048
+  bottleneck_dim: int = 256
+  output_dim: int = 65536
+  num_layers: int = 3
+  use_bn: bool = False
+  norm_last_layer: bool = True
+  dtype: Any = "float32"
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    dtype = jnp.dtype(self.dtype)
+    dense = lambda features: nn.Dense(  # pylint: disable=g-long-lambda
+        features, dtype=dtype, kernel_init=nn.initializers.truncated_normal(0.02))
+    for _ in range(self.num_layers - 1):
+      x = dense(self.hidden_dim)(x)
+      if self.use_bn:
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=dtype)(x)
+      x = nn.gelu(x, approximate=False)
+    x = dense(self.bottleneck_dim)(x).astype(jnp.float32)
+    x = x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-24))
+    direction = self.param("last_layer_direction", nn.initializers.truncated_normal(0.02),
+                           (self.bottleneck_dim, self.output_dim))
+    direction = direction * jax.lax.rsqrt(jnp.sum(direction * direction, axis=0, keepdims=True))
+    if not self.norm_last_layer:
+      direction = direction * self.param("last_layer_gain", nn.initializers.ones,
+                                         (self.output_dim,))
+    return x @ direction

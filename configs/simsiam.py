@@ -1,0 +1,60 @@
+r"""SimSiam (Chen & He 2021) configs, one variant per dataset.
+
+digits (default; offline, 2 CPU cores, a few minutes):
+    python -m ssl_jax.main --config=configs/simsiam.py:digits --workdir=runs/simsiam_digits
+  The shared digits recipe (CNN 32-64-128, batch 256, 1500 steps, AdamW 2e-3), a 3-layer
+  projector with a BatchNorm output (256) and a 64-wide bottleneck predictor. Target: beats
+  raw pixels in label propagation with 1 label per class; measured numbers in README.md.
+
+cifar10 (solo-learn's SimSiam CIFAR recipe):
+    python -m ssl_jax.main --config=configs/simsiam.py:cifar10 --workdir=runs/simsiam_cifar10
+  ResNet-18 (CIFAR stem), projector 2048-2048-2048 (BatchNorm output), predictor 512 ->
+  2048, SGD lr 0.5 x bs/256 momentum 0.9, weight decay 1e-5, solo-learn's "symmetric_weak"
+  augmentation, batch 256, 1000 epochs. Target: 90.51% online linear accuracy (solo-learn
+  model zoo). solo-learn keeps the predictor's learning rate fixed; here it follows the
+  same cosine as the rest.
+
+imagenet2012 (the paper's ResNet-50 recipe):
+    python -m ssl_jax.main --config=configs/simsiam.py:imagenet2012 --workdir=runs/simsiam_in1k
+  ResNet-50, batch 512, SGD lr 0.05 x bs/256, weight decay 1e-4, projector 2048 x 3,
+  predictor 512, MoCo v2 augmentation, 100 epochs. Target: 68.1% top-1 linear evaluation
+  (Chen & He 2021, Table 4, 100 epochs).
+
+Add `,runlocal=True` to any variant for a tiny smoke run.
+"""
+import ml_collections
+
+from configs.common import apply_runlocal, base_config, parse_arg, setup_variant
+from ssl_jax.data import augment
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = parse_arg(arg, variant="digits", runlocal=False)
+  c = base_config()
+  c.method = "simsiam"
+  setup_variant(c, arg.variant, "simsiam")
+
+  if arg.variant == "digits":
+    c.projector = ml_collections.ConfigDict(dict(
+        hidden_dim=256, output_dim=256, num_layers=3, output_norm=True))
+    c.predictor = ml_collections.ConfigDict(dict(hidden_dim=64, output_dim=256))
+  elif arg.variant == "cifar10":
+    c.projector = ml_collections.ConfigDict(dict(
+        hidden_dim=2048, output_dim=2048, num_layers=3, output_norm=True))
+    c.predictor = ml_collections.ConfigDict(dict(hidden_dim=512, output_dim=2048))
+    c.optimizer.update(name="sgd", lr=0.5, lr_scaling="linear", weight_decay=1e-5)
+    c.augment = augment.cifar_augment(saturation=0.4, solarize_prob=0.0, blur_prob=0.5)
+  elif arg.variant == "imagenet2012":
+    c.batch_size = 512
+    c.total_epochs = 100
+    c.projector = ml_collections.ConfigDict(dict(
+        hidden_dim=2048, output_dim=2048, num_layers=3, output_norm=True))
+    c.predictor = ml_collections.ConfigDict(dict(hidden_dim=512, output_dim=2048))
+    c.optimizer.update(name="sgd", lr=0.05, weight_decay=1e-4, warmup_epochs=0)
+    c.data.crop_scale = (0.2, 1.0)
+    c.augment = augment.mocov2_augment()
+
+  if arg.runlocal:
+    apply_runlocal(c)
+  c.lock()
+  return c

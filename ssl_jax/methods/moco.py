@@ -1,0 +1,138 @@
+"""MoCo v2 and v3: momentum-encoder contrast, chosen by `config.moco.version`.
+
+MoCo v2 (He et al. 2020, "Momentum Contrast", with Chen et al. 2020, "Improved Baselines"):
+a query encoder (encoder + MLP projector) is trained with InfoNCE (MoCo Eq. 1,
+`losses.info_nce`) to pick the key of its own image, computed by a momentum (EMA) copy of
+the query encoder (Eq. 2), among a queue of K keys from earlier batches. Keys of the whole
+global batch are enqueued after every step (first in, first out). With `symmetric` (solo-
+learn's "MoCo v2+") both views act as queries against the other view's keys, and each view
+has its own queue, as in solo-learn; otherwise view 1 queries view 2 as in the paper.
+BatchNorm statistics span the global batch (like SyncBN), which is what MoCo's shuffled BN
+guards against leaking through per-device statistics, so no shuffling is needed.
+
+MoCo v3 (Chen, Xie, He 2021, "An Empirical Study of Training Self-Supervised Vision
+Transformers", Alg. 1): no queue; the query branch has a predictor, the negatives are the
+other keys of the global batch, and the loss is symmetric:
+ctr(q1, k2) + ctr(q2, k1) with ctr = 2 tau CrossEntropy(q k^T / tau, identity).
+
+In both, the key encoder's momentum follows `ema.cosine_momentum` from base_momentum to
+final_momentum (equal values give MoCo v2's constant 0.999). The representation is the query
+encoder's output.
+
+Config (`config.moco`): version (2 or 3), temperature, base_momentum, final_momentum,
+queue_size and symmetric (v2); `config.predictor` (v3).
+"""
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ssl_jax import ema, losses
+from ssl_jax.errors import UserError
+from ssl_jax.methods import Method, StepOutput, check_num_views, merge_views, split_views
+from ssl_jax.models import apply_in_eval_mode, apply_in_train_mode, build_encoder, init_variables
+from ssl_jax.models.heads import MLPHead, ProjectedEncoder
+
+
+def enqueue(queue: jax.Array, pointer: jax.Array, keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Writes `keys` [n, D] into the ring buffer `queue` [K, D] at `pointer`, replacing the
+  oldest n entries; returns (queue, new pointer). K must be a multiple of n (MoCo's assert).
+  """
+  size, n = queue.shape[0], keys.shape[0]
+  queue = jax.lax.dynamic_update_slice_in_dim(queue, keys.astype(queue.dtype), pointer, axis=0)
+  return queue, (pointer + n) % size
+
+
+def build(config, length) -> Method:
+  settings = config.moco
+  version = int(settings.version)
+  if version not in (2, 3):
+    raise UserError(f"moco.version must be 2 or 3, got {settings.version}")
+  if settings.temperature <= 0:
+    raise UserError(f"moco.temperature must be positive, got {settings.temperature}")
+  queue_size = int(settings.queue_size)
+  if version == 2 and queue_size % config.batch_size:
+    raise UserError(f"moco.queue_size ({queue_size}) must be a multiple of batch_size "
+                    f"({config.batch_size}): the keys of each step replace a whole block")
+  query_network = ProjectedEncoder(build_encoder(config.encoder), MLPHead(**config.projector))
+  key_network = ProjectedEncoder(build_encoder(config.encoder, deterministic=True),
+                                 MLPHead(**config.projector))
+  predictor = MLPHead(**config.predictor) if version == 3 else None
+  num_queues = 2 if settings.symmetric else 1
+
+  def momentum(step):
+    return ema.cosine_momentum(step, length.schedule_steps, settings.base_momentum,
+                               settings.final_momentum)
+
+  def init(rng: jax.Array, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
+    network_rng, predictor_rng, queue_rng = jax.random.split(rng, 3)
+    images = merge_views(batch["views"][:, :2])
+    network_params, network_stats = init_variables(query_network, network_rng, images)
+    params = {"query": network_params}
+    stats = {"query": network_stats}
+    extra = {"target": {"params": network_params, "batch_stats": network_stats}}
+    if predictor is not None:
+      (_, z), _ = apply_in_train_mode(query_network, network_params, network_stats, images)
+      params["predictor"], stats["predictor"] = init_variables(predictor, predictor_rng, z)
+    else:  # MoCo initialises the queue with random unit vectors.
+      dim = config.projector.output_dim
+      queue = jax.random.normal(queue_rng, (num_queues, queue_size, dim), jnp.float32)
+      extra["queue"] = losses.l2_normalize(queue)
+      extra["queue_pointer"] = jnp.zeros((), jnp.int32)
+    extra["batch_stats"] = stats
+    return params, extra
+
+  def loss(params, extra, batch, rng, step):
+    views = batch["views"]
+    check_num_views(views, 2, "MoCo")
+    images = merge_views(views)
+    stats = dict(extra["batch_stats"])
+    (h, q), stats["query"] = apply_in_train_mode(query_network, params["query"], stats["query"],
+                                                 images, rng=rng)
+    (_, k), target_stats = apply_in_train_mode(
+        key_network, extra["target"]["params"], extra["target"]["batch_stats"], images)
+    k = jax.lax.stop_gradient(k)
+    k1, k2 = split_views(k, 2)
+    new_extra = {"target": {"params": extra["target"]["params"], "batch_stats": target_stats}}
+    metrics = {"momentum": momentum(step)}
+    if version == 3:
+      q, stats["predictor"] = apply_in_train_mode(predictor, params["predictor"],
+                                                  stats["predictor"], q)
+      q1, q2 = split_views(q, 2)
+      t = settings.temperature
+      value = 2 * t * (losses.batch_info_nce(q1, k2, t) + losses.batch_info_nce(q2, k1, t))
+      logits = losses.batch_info_nce_logits(q1, k2, t)
+      metrics["contrastive_accuracy"] = losses.top1_accuracy(
+          logits, jnp.arange(logits.shape[0]))
+    else:
+      q1, q2 = split_views(q, 2)
+      queue = extra["queue"]
+      t = settings.temperature
+      if settings.symmetric:  # queue[v] holds keys of view v
+        value = 0.5 * (losses.info_nce(q1, k2, queue[1], t) + losses.info_nce(q2, k1, queue[0], t))
+        new_keys = [k1, k2]
+      else:
+        value = losses.info_nce(q1, k2, queue[0], t)
+        new_keys = [k2]
+      pointer = extra["queue_pointer"]
+      updated = []
+      for v, keys in enumerate(new_keys):
+        queue_v, new_pointer = enqueue(queue[v], pointer, losses.l2_normalize(keys))
+        updated.append(queue_v)
+      new_extra["queue"] = jnp.stack(updated)
+      new_extra["queue_pointer"] = new_pointer
+    new_extra["batch_stats"] = stats
+    metrics["embedding_std"] = losses.normalized_std(split_views(q, 2)[0])
+    return value, StepOutput(new_extra, metrics, split_views(h, 2)[0])
+
+  def update_extra(params, extra, step):
+    target = dict(extra["target"])
+    target["params"] = ema.ema_update(target["params"], params["query"], momentum(step))
+    return {**extra, "target": target}
+
+  def represent(params, extra, images):
+    h, _ = apply_in_eval_mode(query_network, params["query"], extra["batch_stats"]["query"],
+                              images)
+    return h
+
+  return Method(init=init, loss=loss, represent=represent, update_extra=update_extra)

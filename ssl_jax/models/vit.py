@@ -1,0 +1,241 @@
+"""Vision Transformer encoders (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words").
+
+The layout is that of timm's `VisionTransformer` as used by DINO (Caron et al. 2021, "Emerging
+Properties in Self-Supervised Vision Transformers") and MAE (He et al. 2021, "Masked
+Autoencoders Are Scalable Vision Learners"), so parameter counts equal the published ones
+without the classifier head: a patch-embedding convolution (kernel = stride = patch, with bias),
+a CLS token, position embeddings for 1 + grid * grid tokens, pre-norm blocks (LayerNorm, eps
+1e-6 -> multi-head self-attention -> residual; LayerNorm -> GELU MLP -> residual), and a final
+LayerNorm. Weights start as in DINO: truncated normal (std 0.02) for linear layers with zero
+biases, normal (std 0.02) for the CLS token and learned position embeddings; the patch
+embedding is initialised like a linear layer (Xavier uniform over the flattened patch), as in
+MAE.
+
+Position embeddings are either learned or the fixed 2-D sin-cos embedding of MAE / MoCo v3
+(Chen, Xie, He 2021, "An Empirical Study of Training Self-Supervised Vision Transformers").
+They are made for an `image_size` grid; inputs at another resolution (DINO's 96px local crops
+next to its 224px global crops) get the learned patch embeddings resized bicubically to their
+grid (the CLS position is kept), as DINO's `interpolate_pos_encoding` does, and the sin-cos
+embedding computed for their grid.
+
+`__call__` returns pooled float32 features [batch, width] (the final CLS token, or the mean of
+the final patch tokens). The token path is split for methods that need it (MAE drops patch
+tokens between the two halves):
+  `embed(x, train)`   -> [batch, 1 + N, width]: CLS token and patch tokens plus positions;
+  `encode(t, train)`  -> the blocks and final LayerNorm on any token sequence [batch, T, width];
+  `tokens(x, train)`  -> `encode(embed(x))` as float32 [batch, 1 + N, width].
+Call them with `encoder.apply(variables, x, train=..., method="tokens")`, or as
+`self.encoder.tokens(x, train)` from a parent module. With `train=True` and `dropout` or
+`drop_path` above zero the call needs a "dropout" RNG (`rngs={"dropout": key}`); with
+`train=False` both are off and the call is deterministic.
+"""
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# width, depth, heads, MLP hidden size (Touvron et al. 2021 "DeiT" for tiny/small; ViT paper
+# Table 1 for base/large).
+_SIZES = {
+    "tiny": (192, 12, 3, 768),
+    "small": (384, 12, 6, 1536),
+    "base": (768, 12, 12, 3072),
+    "large": (1024, 24, 16, 4096),
+}
+_LINEAR_INIT = nn.initializers.truncated_normal(stddev=0.02)
+_EMBED_INIT = nn.initializers.normal(stddev=0.02)
+
+
+def sincos_1d_posemb(positions: jnp.ndarray, width: int) -> jnp.ndarray:
+  """Transformer sin-cos embedding of 1-D positions [P] -> [P, width] (sines, then cosines).
+
+  Frequency i (of width / 2) is omega_i = 1 / 10000^(2i / width), as in MAE's
+  `get_1d_sincos_pos_embed_from_grid`.
+  """
+  if width % 2:
+    raise ValueError(f"a 1-D sin-cos embedding needs an even width, got {width}")
+  omega = 1.0 / 10000.0 ** (jnp.arange(width // 2, dtype=jnp.float32) / (width / 2.0))
+  angles = jnp.asarray(positions, jnp.float32)[:, None] * omega[None, :]
+  return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=1)
+
+
+def sincos_2d_posemb(grid_size: int, width: int) -> jnp.ndarray:
+  """Fixed 2-D sin-cos position embedding [grid_size * grid_size, width] (MAE, MoCo v3).
+
+  Tokens are in row-major order (row r, column c at index r * grid_size + c), the order of the
+  patch embedding. As in MAE's `get_2d_sincos_pos_embed`, the first width / 2 channels are the
+  1-D sin-cos embedding of the column index and the last width / 2 that of the row index, each
+  with frequencies omega_i = 1 / 10000^(2i / (width / 2)). There is no CLS entry; the encoder
+  uses a zero vector for the CLS position.
+  """
+  if width % 4:
+    raise ValueError(f"a 2-D sin-cos embedding needs a width divisible by 4, got {width}")
+  rows, columns = jnp.meshgrid(jnp.arange(grid_size), jnp.arange(grid_size), indexing="ij")
+  return jnp.concatenate([sincos_1d_posemb(columns.reshape(-1), width // 2),
+                          sincos_1d_posemb(rows.reshape(-1), width // 2)], axis=1)
+
+
+class DropPath(nn.Module):
+  """Stochastic depth (Huang et al. 2016): zeroes a residual branch for a random subset of
+  samples and rescales the rest by 1 / (1 - rate); the identity when deterministic."""
+  rate: float
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool):
+    if deterministic or self.rate == 0.0:
+      return x
+    keep = 1.0 - self.rate
+    mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+class Mlp(nn.Module):
+  """width -> mlp_dim (GELU) -> width, with biases and dropout after each layer (timm `Mlp`)."""
+  mlp_dim: int
+  dropout: float
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool):
+    width = x.shape[-1]
+    dense = lambda features, name: nn.Dense(features, dtype=self.dtype, kernel_init=_LINEAR_INIT,
+                                            name=name)
+    # Exact (erf) GELU, as torch.nn.GELU in timm / DINO / MAE.
+    x = nn.gelu(dense(self.mlp_dim, "fc1")(x), approximate=False)
+    x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+    x = dense(width, "fc2")(x)
+    return nn.Dropout(self.dropout)(x, deterministic=deterministic)
+
+
+class Block(nn.Module):
+  """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+  num_heads: int
+  mlp_dim: int
+  dropout: float
+  drop_path: float
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool):
+    width = x.shape[-1]
+    y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm1")(x)
+    # Separate query/key/value projections with biases hold the same parameters as timm's
+    # fused qkv Linear; the output projection has a bias too.
+    y = nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, qkv_features=width, out_features=width, dtype=self.dtype,
+        kernel_init=_LINEAR_INIT, deterministic=True, name="attn")(y, y)
+    y = nn.Dropout(self.dropout)(y, deterministic=deterministic)  # timm's proj_drop
+    x = x + DropPath(self.drop_path)(y, deterministic)
+    y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm2")(x)
+    y = Mlp(self.mlp_dim, self.dropout, self.dtype, name="mlp")(y, deterministic)
+    return x + DropPath(self.drop_path)(y, deterministic)
+
+
+class Encoder(nn.Module):
+  """ViT-{Ti,S,B,L}/`patch_size` trunk returning pooled features [batch, width].
+
+  Attributes:
+    size: "tiny", "small", "base" or "large"; sets width, depth, heads and MLP size.
+    patch_size: side of the square patches (the patch-embedding kernel and stride).
+    posemb: "learned" (a parameter, normal std 0.02) or "sincos2d" (fixed, not a parameter).
+    pool: "cls" (the final CLS token) or "mean" (the mean of the final patch tokens).
+    image_size: the image side the position embeddings are made for; other (square) sides are
+      accepted and get interpolated (learned) or recomputed (sin-cos) embeddings.
+    dropout: dropout after the position embeddings, the attention projection and both MLP
+      layers (training only).
+    drop_path: stochastic-depth rate of the last block; block i of depth uses
+      drop_path * i / (depth - 1), as in DINO (training only).
+    dtype: computation dtype, e.g. "float32" or "bfloat16"; parameters stay float32.
+    width, depth, num_heads, mlp_dim: overrides of the `size` preset (None keeps it).
+  """
+  size: str = "small"
+  patch_size: int = 16
+  posemb: str = "learned"
+  pool: str = "cls"
+  image_size: int = 224
+  dropout: float = 0.0
+  drop_path: float = 0.0
+  dtype: Any = "float32"
+  width: Optional[int] = None
+  depth: Optional[int] = None
+  num_heads: Optional[int] = None
+  mlp_dim: Optional[int] = None
+
+  def setup(self):
+    if self.size not in _SIZES:
+      raise ValueError(f"ViT size must be one of {sorted(_SIZES)}, got {self.size!r}")
+    if self.posemb not in ("learned", "sincos2d"):
+      raise ValueError(f"ViT posemb must be 'learned' or 'sincos2d', got {self.posemb!r}")
+    if self.pool not in ("cls", "mean"):
+      raise ValueError(f"ViT pool must be 'cls' or 'mean', got {self.pool!r}")
+    if self.image_size % self.patch_size:
+      raise ValueError(f"ViT image_size {self.image_size} is not divisible by patch_size "
+                       f"{self.patch_size}")
+    preset = _SIZES[self.size]
+    overrides = (self.width, self.depth, self.num_heads, self.mlp_dim)
+    width, depth, num_heads, mlp_dim = (p if o is None else o for p, o in zip(preset, overrides))
+    if width % num_heads:
+      raise ValueError(f"ViT width {width} is not divisible by num_heads {num_heads}")
+    self._width = width
+    self._dtype = jnp.dtype(self.dtype)
+    self._grid = self.image_size // self.patch_size
+    self.patch_embed = nn.Conv(
+        width, (self.patch_size, self.patch_size), strides=self.patch_size, padding="VALID",
+        dtype=self._dtype, kernel_init=nn.initializers.xavier_uniform(in_axis=(0, 1, 2)))
+    self.cls_token = self.param("cls_token", _EMBED_INIT, (1, 1, width))
+    if self.posemb == "learned":
+      self.pos_embed = self.param("pos_embed", _EMBED_INIT, (1, 1 + self._grid**2, width))
+    self.pos_drop = nn.Dropout(self.dropout)
+    rates = np.linspace(0.0, self.drop_path, depth)  # DINO: torch.linspace(0, rate, depth)
+    self.blocks = [Block(num_heads, mlp_dim, self.dropout, float(rate), self._dtype)
+                   for rate in rates]
+    self.norm = nn.LayerNorm(epsilon=1e-6, dtype=self._dtype)
+
+  def _position_embedding(self, grid: int) -> jnp.ndarray:
+    """[1, 1 + grid * grid, width] for a grid x grid patch layout, CLS position first."""
+    if self.posemb == "sincos2d":
+      patches = sincos_2d_posemb(grid, self._width)
+      return jnp.concatenate([jnp.zeros((1, self._width)), patches])[None]
+    if grid == self._grid:
+      return self.pos_embed
+    cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[0, 1:]
+    patch_pos = patch_pos.reshape(self._grid, self._grid, self._width)
+    # No antialiasing, like torch's F.interpolate in DINO's interpolate_pos_encoding.
+    patch_pos = jax.image.resize(patch_pos, (grid, grid, self._width), "bicubic", antialias=False)
+    return jnp.concatenate([cls_pos, patch_pos.reshape(1, grid * grid, self._width)], axis=1)
+
+  def embed(self, x, train: bool = False):
+    """Images [batch, side, side, channels] -> tokens [batch, 1 + N, width] (CLS first, patch
+    tokens in row-major order), with position embeddings added (and dropout when training)."""
+    if x.ndim != 4:
+      raise ValueError(f"ViT expects images [batch, height, width, channels], got {x.shape}")
+    height, width = x.shape[1:3]
+    if height != width:
+      raise ValueError(f"ViT expects square images, got {height}x{width}")
+    if height % self.patch_size:
+      raise ValueError(f"ViT image side {height} is not divisible by patch_size {self.patch_size}")
+    grid = height // self.patch_size
+    x = self.patch_embed(x.astype(self._dtype))
+    x = x.reshape(x.shape[0], grid * grid, self._width)
+    cls = jnp.broadcast_to(self.cls_token.astype(self._dtype), (x.shape[0], 1, self._width))
+    x = jnp.concatenate([cls, x], axis=1) + self._position_embedding(grid).astype(self._dtype)
+    return self.pos_drop(x, deterministic=not train)
+
+  def encode(self, x, train: bool = False):
+    """The transformer blocks and the final LayerNorm on tokens [batch, T, width]; returns
+    [batch, T, width] in the computation dtype."""
+    for block in self.blocks:
+      x = block(x, not train)
+    return self.norm(x)
+
+  def tokens(self, x, train: bool = False):
+    """All final tokens [batch, 1 + N, width] (CLS first) as float32."""
+    return self.encode(self.embed(x, train), train).astype(jnp.float32)
+
+  def __call__(self, x, train: bool = False):
+    """Pooled features [batch, width] as float32: the CLS token or the patch-token mean."""
+    tokens = self.encode(self.embed(x, train), train)
+    pooled = tokens[:, 0] if self.pool == "cls" else jnp.mean(tokens[:, 1:], axis=1)
+    return pooled.astype(jnp.float32)
