@@ -5,9 +5,10 @@ r"""MoCo v2 (He et al. 2020; Chen et al. 2020) and MoCo v3 (Chen, Xie, He 2021) 
 digits (default; offline, 2 CPU cores, a few minutes):
     python -m ssl_jax.main --config=configs/moco.py:digits --workdir=runs/moco_digits
     python -m ssl_jax.main --config=configs/moco.py:digits,version=3 --workdir=runs/mocov3_digits
-  The shared digits recipe (CNN 32-64-128, batch 256, 1500 steps, AdamW 2e-3), projector
-  256 -> 64, temperature 0.2. v2: symmetric loss with a queue of 1024 keys per view (4
-  batches: the whole train split is only 1,257 images), momentum 0.99 -> 0.999. v3:
+  The shared digits recipe (CNN 32-64-128, batch 256, AdamW 2e-3), projector 256 -> 64,
+  temperature 0.2. v2: 1500 steps, symmetric loss with a queue of 1024 keys per view (4
+  batches: the whole train split is only 1,257 images), momentum 0.99 -> 0.999 (at 1000
+  steps it stayed 0.8 points below raw pixels in label propagation). v3: 1000 steps,
   predictor 256 -> 64, momentum 0.99 -> 1. Target: beats raw pixels in label propagation
   with 1 label per class; measured numbers in README.md.
 
@@ -58,6 +59,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if v3:
       c.predictor = ml_collections.ConfigDict(dict(hidden_dim=256, output_dim=64))
     c.moco.update(queue_size=1024, symmetric=True, final_momentum=1.0 if v3 else 0.999)
+    if v3:
+      c.total_steps = 1000
   elif arg.variant == "cifar10":
     if v3:
       c.projector = ml_collections.ConfigDict(dict(

@@ -8,7 +8,8 @@ for every spec in --methods (default: all joint-embedding methods on the embedde
 timing training and evaluation separately. A method whose workdir already holds an
 evaluation report is not rerun (delete its folder, or pass --rerun). Writes OUT/table.md
 (the README's side-by-side table: test accuracy, mean over the evaluation seeds, for each
-protocol at 1/5/10/all labels per class, with the raw-pixel baseline as the last row) and
+protocol at 1/5/10/all labels per class, then training wall time, median training images/s
+and evaluation wall time, with the raw-pixel baseline as the last row) and
 OUT/table.json, and prints the table.
 """
 import argparse
@@ -53,6 +54,23 @@ def run_logged(command: list[str], log_path: str) -> float:
   return time.perf_counter() - started
 
 
+def current_commit() -> str:
+  """The checked-out commit, marked `+dirty` when tracked files differ from it."""
+  commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                          capture_output=True, text=True).stdout.strip()
+  dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "ssl_jax", "configs"],
+                         cwd=ROOT).returncode
+  return commit + ("+dirty" if dirty else "")
+
+
+def images_per_second(workdir: str) -> str:
+  """Median training throughput over the run's logged steps (first log row, with compilation,
+  left out)."""
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  rates = sorted(r["images_per_second"] for r in rows[1:] if "images_per_second" in r)
+  return f"{rates[len(rates) // 2]:,.0f}" if rates else ""
+
+
 def cell(report: dict, source: str, protocol: str, per_class) -> str:
   for row in report["results"]:
     if (row["features"], row["protocol"], row["labels_per_class"]) == (source, protocol,
@@ -84,25 +102,27 @@ def main():
       train_s = run_logged([sys.executable, "-m", "ssl_jax.main", f"--config=configs/{spec}",
                             f"--workdir={workdir}", "--config.evaluate_at_end=False"], log)
       eval_s = run_logged([sys.executable, "-m", "ssl_jax.evaluate", f"--workdir={workdir}"], log)
-      timings[name] = {"spec": spec, "train_s": round(train_s, 1), "eval_s": round(eval_s, 1)}
+      timings[name] = {"spec": spec, "train_s": round(train_s, 1), "eval_s": round(eval_s, 1),
+                       "commit": current_commit()}
       json.dump(timings, open(timings_path, "w"), indent=2)
     reports[name] = json.load(open(report_path))
 
   columns = [(p, n) for p in PROTOCOLS for n in (1, 5, 10, None)]
   short = {"linear": "lin", "knn": "kNN", "label_propagation": "LP"}
   header = ("| method | " + " | ".join(f"{short[p]} {n or 'all'}" for p, n in columns)
-            + " | train | eval |")
-  lines = [header, "|---|" + "---:|" * (len(columns) + 2)]
+            + " | train | img/s | eval |")
+  lines = [header, "|---|" + "---:|" * (len(columns) + 3)]
   for name, report in reports.items():
     values = [cell(report, "ssl", p, n) for p, n in columns]
     t = timings[name]
     lines.append(f"| {name} | " + " | ".join(values)
-                 + f" | {t['train_s'] / 60:.1f} min | {t['eval_s'] / 60:.1f} min |")
+                 + f" | {t['train_s'] / 60:.1f} min | {images_per_second(os.path.join(out, name))}"
+                 + f" | {t['eval_s'] / 60:.1f} min |")
   first = next(iter(reports.values()))
   lines.append("| raw pixels | " + " | ".join(cell(first, "raw", p, n) for p, n in columns)
-               + " | | |")
-  commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                          capture_output=True, text=True).stdout.strip()
+               + " | | | |")
+  commits = sorted({t.get("commit", "?") for name, t in timings.items() if name in reports})
+  commit = ", ".join(commits)
   footer = (f"\nTest accuracy (%), mean over evaluation seeds; commit {commit}, "
             f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
             f"{datetime.date.today()}.\n")

@@ -21,7 +21,7 @@ from absl import logging
 from ssl_jax import checkpoint as checkpoint_lib
 from ssl_jax import config_lib, losses, methods, metrics as metrics_lib, optimizers, parallel
 from ssl_jax.data import augment
-from ssl_jax.errors import TrainingDivergedError, UserError
+from ssl_jax.errors import TrainingDivergedError
 
 State = dict[str, Any]
 

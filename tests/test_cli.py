@@ -32,6 +32,8 @@ CASES = {
     "zero batch size": (["--config.batch_size=0"], "batch_size must be a positive integer"),
     "batch not divisible": (["--config.batch_size=12"],
                             "batch_size 12 is not divisible by the device count 8"),
+    "views the method cannot take": (["--config.data.num_views=3"],
+                                     "SimCLR takes 2 views per image"),
 }
 
 

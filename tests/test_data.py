@@ -33,7 +33,8 @@ def make_config(data_dir, dataset: str = "digits", **data) -> ml_collections.Con
       data_dir=str(data_dir), train_split="train", test_split="test",
       image_key="image", label_key="label", num_views=2, crop="none", image_size=8,
       crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), flip=False,
-      eval_crop="none", eval_resize=None, shuffle_buffer=10_000, prefetch=2)
+      eval_crop="none", eval_resize=None, shuffle_buffer=10_000, prefetch=2,
+      local_views=0, local_image_size=96, local_crop_scale=(0.05, 0.4))
   config.data.update(data)
   config.augment = augment.digits_augment()
   return config
@@ -223,6 +224,25 @@ def test_mock_imagenet(data_dir):
     evals = list(pipeline.eval_batches(config, "validation", batch_size=8))
   assert [b["image"].shape for b in evals] == [(8, 64, 64, 3)] * 2
   assert [b["mask"].sum() for b in evals] == [8, 4]
+
+
+@pytest.mark.parametrize("crop", ["none", "random_resized"])
+def test_multi_crop_local_views(data_dir, read_mode, crop):
+  """2 global views + 4 local crops at another resolution; the global views are the same with
+  or without local crops (their own random streams), and resume restores the local crops."""
+  local = dict(local_views=4, local_image_size=6, local_crop_scale=(0.3, 0.7))
+  config = make_config(data_dir, crop=crop, flip=True, **local)
+  batches = _train(config, num=5)
+  assert batches[0]["local_views"].shape == (256, 4, 6, 6, 1)
+  assert batches[0]["local_views"].dtype == np.uint8
+  without = _train(make_config(data_dir, crop=crop, flip=True), num=5)
+  for a, b in zip(batches, without):
+    np.testing.assert_array_equal(a["views"], b["views"])
+  _assert_same_batches(batches[2:], _train(config, start_step=2, num=3))
+  # Each local crop is drawn separately.
+  assert not np.array_equal(batches[0]["local_views"][:, 0], batches[0]["local_views"][:, 1])
+  with pytest.raises(UserError, match="local_crop_scale"):
+    _train(make_config(data_dir, local_views=2, local_image_size=6, local_crop_scale=(0.5, 2.0)))
 
 
 # User errors.

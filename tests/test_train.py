@@ -1,4 +1,5 @@
-"""The trainer: sharded == single device, resume == uninterrupted, NaN stop, mock TFDS, evaluate."""
+"""The trainer: resume == uninterrupted, NaN stop, mock TFDS, evaluate (sharded == single device
+for every method is in test_joint_embedding.py)."""
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ import tensorflow_datasets as tfds
 
 from configs import simclr
 from ssl_jax import checkpoint as checkpoint_lib
-from ssl_jax import config_lib, methods, parallel, train
+from ssl_jax import methods, train
 from ssl_jax.errors import TrainingDivergedError
 from tiny_configs import override, tiny_digits
 
@@ -19,37 +20,6 @@ from tiny_configs import override, tiny_digits
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp("tensorflow_datasets"))
-
-
-def _run_steps(config, mesh, batches, num_steps):
-  length = config_lib.TrainingLength(steps_per_epoch=10, total_steps=50, schedule_steps=50)
-  trainer = train.Trainer(config, methods.build(config, length), mesh, (8, 8, 1), 10, length)
-  state = trainer.create_state(config.seed)
-  losses = []
-  for step in range(num_steps):
-    state, measurements = trainer.train_step(state, parallel.global_batch(batches[step], mesh))
-    losses.append(float(measurements["loss"]))
-  return jax.device_get(state), losses
-
-
-def test_sharded_step_on_8_devices_equals_single_device(data_dir):
-  assert jax.device_count() == 8, "conftest.py must give 8 fake CPU devices"
-  config = tiny_digits(data_dir)
-  rng = np.random.default_rng(0)
-  batches = [{"views": rng.integers(0, 256, (32, 2, 8, 8, 1), np.uint8),
-              "label": rng.integers(0, 10, (32,), np.int32)} for _ in range(3)]
-  sharded, sharded_losses = _run_steps(config, parallel.make_mesh(-1), batches, 3)
-  single, single_losses = _run_steps(config, parallel.make_mesh(1), batches, 3)
-  np.testing.assert_allclose(sharded_losses, single_losses, rtol=1e-5)
-  assert sharded_losses[2] != sharded_losses[0]  # the steps really changed the parameters
-  flat_sharded = jax.tree_util.tree_leaves_with_path(sharded["params"])
-  flat_single = dict(jax.tree_util.tree_leaves_with_path(single["params"]))
-  for path, value in flat_sharded:
-    np.testing.assert_allclose(value, flat_single[path], rtol=2e-4, atol=2e-5,
-                               err_msg=jax.tree_util.keystr(path))
-  for path, value in jax.tree_util.tree_leaves_with_path(sharded["extra"]):  # BN statistics
-    np.testing.assert_allclose(value, dict(jax.tree_util.tree_leaves_with_path(
-        single["extra"]))[path], rtol=2e-4, atol=2e-5)
 
 
 def test_resume_20_then_40_equals_40_at_once(tmp_path, data_dir):

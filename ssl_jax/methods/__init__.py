@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax.components import import_component
+from ssl_jax.errors import UserError
 
 
 class StepOutput(NamedTuple):
@@ -57,10 +58,11 @@ def split_views(x: jax.Array, num_views: int) -> list[jax.Array]:
   return jnp.split(x, num_views, axis=0)
 
 
-def check_num_views(views: jax.Array, expected: int, method: str) -> None:
-  if views.shape[1] != expected:
-    raise ValueError(f"{method} takes {expected} views per image (config.data.num_views), "
-                     f"got {views.shape[1]}")
+def check_num_views(config, expected: int, method: str) -> None:
+  """A UserError, at build time, when `config.data.num_views` is not what the method takes."""
+  if config.data.num_views != expected:
+    raise UserError(f"{method} takes {expected} views per image, but config.data.num_views "
+                    f"is {config.data.num_views}")
 
 
 def find(config):

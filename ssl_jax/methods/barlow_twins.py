@@ -16,17 +16,19 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax import losses
+from ssl_jax.errors import UserError
 from ssl_jax.methods import Method, StepOutput, check_num_views, merge_views, split_views
 from ssl_jax.models import apply_in_eval_mode, apply_in_train_mode, build_encoder, init_variables
 from ssl_jax.models.heads import MLPHead, ProjectedEncoder
 
 
 def build(config, length) -> Method:
+  check_num_views(config, 2, "Barlow Twins")
   del length  # No schedule besides the optimizer's.
   network = ProjectedEncoder(build_encoder(config.encoder), MLPHead(**config.projector))
   settings = config.barlow_twins
   if settings.lambda_ < 0 or settings.scale <= 0:
-    raise ValueError(f"barlow_twins.lambda_ must be >= 0 and scale > 0, got "
+    raise UserError(f"barlow_twins.lambda_ must be >= 0 and scale > 0, got "
                      f"{settings.lambda_} and {settings.scale}")
 
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
@@ -36,7 +38,6 @@ def build(config, length) -> Method:
   def loss(params, extra, batch, rng, step):
     del step
     views = batch["views"]
-    check_num_views(views, 2, "Barlow Twins")
     (h, z), batch_stats = apply_in_train_mode(network, params, extra["batch_stats"],
                                               merge_views(views), rng=rng)
     z1, z2 = split_views(z, 2)

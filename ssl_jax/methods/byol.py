@@ -21,6 +21,7 @@ from ssl_jax.models.heads import MLPHead, ProjectedEncoder
 
 
 def build(config, length) -> Method:
+  check_num_views(config, 2, "BYOL")
   online = ProjectedEncoder(build_encoder(config.encoder), MLPHead(**config.projector))
   target = ProjectedEncoder(build_encoder(config.encoder, deterministic=True),
                             MLPHead(**config.projector))
@@ -45,7 +46,6 @@ def build(config, length) -> Method:
 
   def loss(params, extra, batch, rng, step):
     views = batch["views"]
-    check_num_views(views, 2, "BYOL")
     images = merge_views(views)
     stats = extra["batch_stats"]
     (h, z), online_stats = apply_in_train_mode(online, params["online"], stats["online"], images,

@@ -50,6 +50,7 @@ def update_center(center: jax.Array, teacher_logits: jax.Array, momentum: float)
 
 
 def build(config, length) -> Method:
+  check_num_views(config, 2, "DINO")
   settings = config.dino
   network = ProjectedEncoder(build_encoder(config.encoder), DINOHead(**config.head))
   teacher_network = ProjectedEncoder(build_encoder(config.encoder, deterministic=True),
@@ -84,7 +85,6 @@ def build(config, length) -> Method:
   def loss(params, extra, batch, rng, step):
     global_rng, local_rng = jax.random.split(rng)
     views = batch["views"]
-    check_num_views(views, 2, "DINO")
     if freeze_steps:
       params = freeze_last_layer(params, step)
     (h, student_global), stats = apply_in_train_mode(network, params, extra["batch_stats"],
@@ -109,7 +109,9 @@ def build(config, length) -> Method:
         "center": update_center(extra["center"], teacher_logits, settings.center_momentum)}
     entropy = -jnp.mean(jnp.sum(probs * jnp.log(jnp.maximum(probs, 1e-12)), axis=-1))
     metrics = {"momentum": momentum(step), "teacher_temperature": temperature,
-               "teacher_entropy": entropy}
+               "teacher_entropy": entropy,
+               # Both of DINO's collapses (uniform, one prototype) make P_t constant: std 0.
+               "embedding_std": losses.normalized_std(split_views(probs, 2)[0])}
     return value, StepOutput(new_extra, metrics, split_views(h, 2)[0])
 
   def update_extra(params, extra, step):

@@ -44,6 +44,7 @@ def enqueue(queue: jax.Array, pointer: jax.Array, keys: jax.Array) -> tuple[jax.
 
 
 def build(config, length) -> Method:
+  check_num_views(config, 2, "MoCo")
   settings = config.moco
   version = int(settings.version)
   if version not in (2, 3):
@@ -84,7 +85,6 @@ def build(config, length) -> Method:
 
   def loss(params, extra, batch, rng, step):
     views = batch["views"]
-    check_num_views(views, 2, "MoCo")
     images = merge_views(views)
     stats = dict(extra["batch_stats"])
     (h, q), stats["query"] = apply_in_train_mode(query_network, params["query"], stats["query"],

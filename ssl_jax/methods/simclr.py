@@ -15,17 +15,19 @@ from typing import Any
 import jax
 
 from ssl_jax import losses
+from ssl_jax.errors import UserError
 from ssl_jax.methods import Method, StepOutput, check_num_views, merge_views
 from ssl_jax.models import apply_in_eval_mode, apply_in_train_mode, build_encoder, init_variables
 from ssl_jax.models.heads import MLPHead, ProjectedEncoder
 
 
 def build(config, length) -> Method:
+  check_num_views(config, 2, "SimCLR")
   del length  # SimCLR has no schedule besides the optimizer's.
   network = ProjectedEncoder(build_encoder(config.encoder), MLPHead(**config.projector))
   temperature = float(config.simclr.temperature)
   if temperature <= 0:
-    raise ValueError(f"simclr.temperature must be positive, got {temperature}")
+    raise UserError(f"simclr.temperature must be positive, got {temperature}")
 
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
     params, batch_stats = init_variables(network, rng, merge_views(batch["views"][:, :2]))
@@ -34,13 +36,13 @@ def build(config, length) -> Method:
   def loss(params, extra, batch, rng, step):
     del step
     views = batch["views"]
-    check_num_views(views, 2, "SimCLR")
     n = views.shape[0]
     (h, z), batch_stats = apply_in_train_mode(network, params, extra["batch_stats"],
                                               merge_views(views), rng=rng)
     value = losses.nt_xent(z[:n], z[n:], temperature)
     logits, labels = losses.nt_xent_logits(z[:n], z[n:], temperature)  # CSE'd by XLA
-    metrics = {"contrastive_accuracy": losses.top1_accuracy(logits, labels)}
+    metrics = {"contrastive_accuracy": losses.top1_accuracy(logits, labels),
+               "embedding_std": losses.normalized_std(z[:n])}
     return value, StepOutput({"batch_stats": batch_stats}, metrics, h[:n])
 
   def represent(params, extra, images):

@@ -20,6 +20,7 @@ from ssl_jax.models.heads import MLPHead, ProjectedEncoder
 
 
 def build(config, length) -> Method:
+  check_num_views(config, 2, "SimSiam")
   del length  # No schedule besides the optimizer's.
   network = ProjectedEncoder(build_encoder(config.encoder), MLPHead(**config.projector))
   predictor = MLPHead(**config.predictor)
@@ -36,7 +37,6 @@ def build(config, length) -> Method:
   def loss(params, extra, batch, rng, step):
     del step
     views = batch["views"]
-    check_num_views(views, 2, "SimSiam")
     stats = extra["batch_stats"]
     (h, z), network_stats = apply_in_train_mode(network, params["network"], stats["network"],
                                                 merge_views(views), rng=rng)

@@ -15,19 +15,21 @@ from typing import Any
 import jax
 
 from ssl_jax import losses
+from ssl_jax.errors import UserError
 from ssl_jax.methods import Method, StepOutput, check_num_views, merge_views, split_views
 from ssl_jax.models import apply_in_eval_mode, apply_in_train_mode, build_encoder, init_variables
 from ssl_jax.models.heads import MLPHead, ProjectedEncoder
 
 
 def build(config, length) -> Method:
+  check_num_views(config, 2, "VICReg")
   del length  # No schedule besides the optimizer's.
   network = ProjectedEncoder(build_encoder(config.encoder), MLPHead(**config.projector))
   settings = config.vicreg
   weights = {"invariance": settings.invariance_weight, "variance": settings.variance_weight,
              "covariance": settings.covariance_weight}
   if min(weights.values()) < 0:
-    raise ValueError(f"vicreg weights must be >= 0, got {weights}")
+    raise UserError(f"vicreg weights must be >= 0, got {weights}")
 
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
     params, batch_stats = init_variables(network, rng, merge_views(batch["views"][:, :2]))
@@ -36,7 +38,6 @@ def build(config, length) -> Method:
   def loss(params, extra, batch, rng, step):
     del step
     views = batch["views"]
-    check_num_views(views, 2, "VICReg")
     (h, z), batch_stats = apply_in_train_mode(network, params, extra["batch_stats"],
                                               merge_views(views), rng=rng)
     z1, z2 = split_views(z, 2)
