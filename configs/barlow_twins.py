@@ -2,9 +2,12 @@ r"""Barlow Twins (Zbontar et al. 2021) configs, one variant per dataset.
 
 digits (default; offline, 2 CPU cores, a few minutes):
     python -m ssl_jax.main --config=configs/barlow_twins.py:digits --workdir=runs/barlow_digits
-  The shared digits recipe (CNN 32-64-128, batch 256, 1500 steps, AdamW 2e-3), projector
-  512-512-512, lambda 0.0051, loss scale 0.1. Target: beats raw pixels in label propagation
-  with 1 label per class; measured numbers in README.md.
+  The shared digits recipe (CNN 32-64-128, batch 256, 1500 steps, AdamW 2e-3) with a
+  stronger affine warp (35 degrees, zoom 0.7-1.3, shift 0.25, noise 0.15), projector
+  512-512-512, lambda 0.0051, loss scale 0.1. At 1000 steps the stronger warp lifted label
+  propagation with 1 label per class from 77.8% to 81.6%; stronger still (45 degrees, 0.65-
+  1.35, 0.3, 0.2) dropped it to 59.4%. Target: beats raw pixels in label propagation with 1
+  label per class; measured numbers (and whether it does) in README.md.
 
 cifar10 (solo-learn's Barlow Twins CIFAR recipe):
     python -m ssl_jax.main --config=configs/barlow_twins.py:cifar10 --workdir=runs/barlow_cifar10
@@ -37,6 +40,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg.variant == "digits":
     c.projector = ml_collections.ConfigDict(dict(hidden_dim=512, output_dim=512, num_layers=3))
     c.barlow_twins.scale = 0.1
+    c.augment = augment.digits_augment(rotation=35.0, scale=(0.7, 1.3), translate=0.25,
+                                       noise_std=0.15)
   elif arg.variant == "cifar10":
     c.projector = ml_collections.ConfigDict(dict(hidden_dim=2048, output_dim=2048, num_layers=3))
     c.barlow_twins.scale = 0.1

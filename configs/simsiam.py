@@ -2,9 +2,13 @@ r"""SimSiam (Chen & He 2021) configs, one variant per dataset.
 
 digits (default; offline, 2 CPU cores, a few minutes):
     python -m ssl_jax.main --config=configs/simsiam.py:digits --workdir=runs/simsiam_digits
-  The shared digits recipe (CNN 32-64-128, batch 256, 1500 steps, AdamW 2e-3), a 3-layer
-  projector with a BatchNorm output (256) and a 64-wide bottleneck predictor. Target: beats
-  raw pixels in label propagation with 1 label per class; measured numbers in README.md.
+  The shared digits recipe (CNN 32-64-128, batch 256, 1500 steps, AdamW 2e-3) with weight
+  decay 0.05, a 3-layer projector with a BatchNorm output (256) and a 64-wide bottleneck
+  predictor. Weight decay matters for non-contrastive methods (Tian et al. 2021): at 1000
+  steps 0.05 gave 74.0% label propagation with 1 label per class against 70.1% with the
+  shared 1e-4, and the stronger augmentation that helps Barlow Twins hurt (48.4%). Target:
+  beats raw pixels in label propagation with 1 label per class; measured numbers (and
+  whether it does) in README.md.
 
 cifar10 (solo-learn's SimSiam CIFAR recipe):
     python -m ssl_jax.main --config=configs/simsiam.py:cifar10 --workdir=runs/simsiam_cifar10
@@ -38,6 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.projector = ml_collections.ConfigDict(dict(
         hidden_dim=256, output_dim=256, num_layers=3, output_norm=True))
     c.predictor = ml_collections.ConfigDict(dict(hidden_dim=64, output_dim=256))
+    c.optimizer.weight_decay = 0.05
   elif arg.variant == "cifar10":
     c.projector = ml_collections.ConfigDict(dict(
         hidden_dim=2048, output_dim=2048, num_layers=3, output_norm=True))
