@@ -54,7 +54,7 @@ def test_sharded_equals_single_device_and_a_short_run_does_not_collapse(name, da
   assert jax.device_count() == 8, "conftest.py must give 8 fake CPU devices"
   config = tiny_method(name, data_dir, batch_size=64, **{
       "optimizer.name": "sgd", "optimizer.lr": SGD_LR.get(name, 0.5),
-      "optimizer.warmup_steps": 20})
+      "optimizer.weight_decay": 1e-4, "optimizer.warmup_steps": 20})
   batches = pipeline.train_batches(config, start_step=0, process_index=0, process_count=1)
   batches = [next(batches) for _ in range(100)]
   trainers = {size: train.Trainer(config, methods.build(config, LENGTH),
