@@ -14,6 +14,12 @@ four functions, so neither ever branches on a method's name:
       runs after the optimizer update (EMA targets and their momentum schedules).
   represent(params, extra, images) -> features
       the frozen representation used downstream (normalised images in, [batch, dim] out).
+  pictures(params, extra, images, rng) -> {name: grid}      (optional)
+      what a researcher looks at besides the probes (reconstructions, samples, predicted
+      colours): `images` are normalised test images [n, H, W, C] as `represent` takes them;
+      each grid is [rows, columns, H', W', C'] in the same normalised space (the evaluation
+      un-normalises it with `config.augment`'s mean and std, clips to [0, 1] and writes
+      `eval/<name>.png`, linked from `report.md`).
 """
 import dataclasses
 from typing import Any, Callable, NamedTuple
@@ -23,6 +29,7 @@ import jax.numpy as jnp
 
 from ssl_jax.components import import_component
 from ssl_jax.errors import UserError
+from ssl_jax.models import apply_in_eval_mode, apply_in_train_mode, init_variables
 
 
 class StepOutput(NamedTuple):
@@ -42,6 +49,7 @@ class Method:
   loss: Callable[..., tuple[jax.Array, StepOutput]]
   represent: Callable[..., jax.Array]
   update_extra: Callable[..., Any] = lambda params, extra, step: extra
+  pictures: Callable[..., dict[str, jax.Array]] | None = None
 
 
 def merge_views(views: jax.Array) -> jax.Array:
@@ -63,6 +71,32 @@ def check_num_views(config, expected: int, method: str) -> None:
   if config.data.num_views != expected:
     raise UserError(f"{method} takes {expected} views per image, but config.data.num_views "
                     f"is {config.data.num_views}")
+
+
+def shared_network_method(network: Any, objective: Callable[..., tuple[jax.Array, dict]]
+                          ) -> Method:
+  """A `Method` for objectives whose two views go through one network (SimCLR, Barlow Twins,
+  VICReg): `network` (a `ProjectedEncoder`) sees both views as one batch (`merge_views`),
+  `objective(z1, z2) -> (loss, metrics)` scores the two views' projections, and the
+  representation is the encoder output h. `extra` holds only BatchNorm statistics.
+  """
+
+  def init(rng: jax.Array, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
+    params, batch_stats = init_variables(network, rng, merge_views(batch["views"][:, :2]))
+    return params, {"batch_stats": batch_stats}
+
+  def loss(params, extra, batch, rng, step):
+    del step
+    (h, z), batch_stats = apply_in_train_mode(network, params, extra["batch_stats"],
+                                              merge_views(batch["views"]), rng=rng)
+    value, metrics = objective(*split_views(z, 2))
+    return value, StepOutput({"batch_stats": batch_stats}, metrics, split_views(h, 2)[0])
+
+  def represent(params, extra, images):
+    h, _ = apply_in_eval_mode(network, params, extra["batch_stats"], images)
+    return h
+
+  return Method(init=init, loss=loss, represent=represent)
 
 
 def find(config):

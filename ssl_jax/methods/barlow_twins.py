@@ -10,45 +10,28 @@ all devices, as the paper's all-reduce does). The representation is the encoder 
 Config (`config.barlow_twins`): `lambda_` (the off-diagonal weight, 0.0051 in the paper) and
 `scale` (a constant factor on the loss, as solo-learn's `scale_loss`).
 """
-from typing import Any
-
-import jax
 import jax.numpy as jnp
 
 from ssl_jax import losses
 from ssl_jax.errors import UserError
-from ssl_jax.methods import Method, StepOutput, check_num_views, merge_views, split_views
-from ssl_jax.models import apply_in_eval_mode, apply_in_train_mode, build_encoder, init_variables
+from ssl_jax.methods import Method, check_num_views, shared_network_method
+from ssl_jax.models import build_encoder
 from ssl_jax.models.heads import MLPHead, ProjectedEncoder
 
 
 def build(config, length) -> Method:
   check_num_views(config, 2, "Barlow Twins")
   del length  # No schedule besides the optimizer's.
-  network = ProjectedEncoder(build_encoder(config.encoder), MLPHead(**config.projector))
   settings = config.barlow_twins
   if settings.lambda_ < 0 or settings.scale <= 0:
     raise UserError(f"barlow_twins.lambda_ must be >= 0 and scale > 0, got "
                      f"{settings.lambda_} and {settings.scale}")
 
-  def init(rng: jax.Array, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
-    params, batch_stats = init_variables(network, rng, merge_views(batch["views"][:, :2]))
-    return params, {"batch_stats": batch_stats}
-
-  def loss(params, extra, batch, rng, step):
-    del step
-    views = batch["views"]
-    (h, z), batch_stats = apply_in_train_mode(network, params, extra["batch_stats"],
-                                              merge_views(views), rng=rng)
-    z1, z2 = split_views(z, 2)
+  def objective(z1, z2):
     value, correlation = losses.barlow_twins(z1, z2, settings.lambda_)
     metrics = {"mean_diagonal_correlation": jnp.mean(jnp.diag(correlation)),
                "embedding_std": losses.normalized_std(z1)}
-    return settings.scale * value, StepOutput({"batch_stats": batch_stats}, metrics,
-                                              split_views(h, 2)[0])
+    return settings.scale * value, metrics
 
-  def represent(params, extra, images):
-    h, _ = apply_in_eval_mode(network, params, extra["batch_stats"], images)
-    return h
-
-  return Method(init=init, loss=loss, represent=represent)
+  network = ProjectedEncoder(build_encoder(config.encoder), MLPHead(**config.projector))
+  return shared_network_method(network, objective)

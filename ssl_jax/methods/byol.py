@@ -23,14 +23,12 @@ from ssl_jax.models.heads import MLPHead, ProjectedEncoder
 def build(config, length) -> Method:
   check_num_views(config, 2, "BYOL")
   online = ProjectedEncoder(build_encoder(config.encoder), MLPHead(**config.projector))
-  target = ProjectedEncoder(build_encoder(config.encoder, deterministic=True),
-                            MLPHead(**config.projector))
   predictor = MLPHead(**config.predictor)
   settings = config.byol
-
-  def momentum(step):
-    return ema.cosine_momentum(step, length.schedule_steps, settings.base_momentum,
-                               settings.final_momentum)
+  target = ema.MomentumTarget(
+      ProjectedEncoder(build_encoder(config.encoder, deterministic=True),
+                       MLPHead(**config.projector)),
+      length.schedule_steps, settings.base_momentum, settings.final_momentum)
 
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
     online_rng, predictor_rng = jax.random.split(rng)
@@ -41,7 +39,7 @@ def build(config, length) -> Method:
     params = {"online": online_params, "predictor": predictor_params}
     # The target starts as a copy of the online network (Sec. 3.1).
     extra = {"batch_stats": {"online": online_stats, "predictor": predictor_stats},
-             "target": {"params": online_params, "batch_stats": online_stats}}
+             "target": target.init(online_params, online_stats)}
     return params, extra
 
   def loss(params, extra, batch, rng, step):
@@ -51,23 +49,19 @@ def build(config, length) -> Method:
     (h, z), online_stats = apply_in_train_mode(online, params["online"], stats["online"], images,
                                                rng=rng)
     p, predictor_stats = apply_in_train_mode(predictor, params["predictor"], stats["predictor"], z)
-    (_, z_target), target_stats = apply_in_train_mode(
-        target, extra["target"]["params"], extra["target"]["batch_stats"], images)
-    z_target = jax.lax.stop_gradient(z_target)
+    (_, z_target), target_state = target.apply(extra["target"], images)
     p1, p2 = split_views(p, 2)
     t1, t2 = split_views(z_target, 2)
     value = losses.normalized_mse(p1, t2) + losses.normalized_mse(p2, t1)
     new_extra = {"batch_stats": {"online": online_stats, "predictor": predictor_stats},
-                 "target": {"params": extra["target"]["params"], "batch_stats": target_stats}}
-    metrics = {"momentum": momentum(step),
+                 "target": target_state}
+    metrics = {"momentum": target.momentum(step),
                "prediction_cosine": jax.numpy.mean(losses.cosine_similarity(p1, t2)),
                "embedding_std": losses.normalized_std(split_views(z, 2)[0])}
     return value, StepOutput(new_extra, metrics, split_views(h, 2)[0])
 
   def update_extra(params, extra, step):
-    target = dict(extra["target"])
-    target["params"] = ema.ema_update(target["params"], params["online"], momentum(step))
-    return {**extra, "target": target}
+    return {**extra, "target": target.update(extra["target"], params["online"], step)}
 
   def represent(params, extra, images):
     h, _ = apply_in_eval_mode(online, params["online"], extra["batch_stats"]["online"], images)

@@ -53,8 +53,10 @@ def build(config, length) -> Method:
   check_num_views(config, 2, "DINO")
   settings = config.dino
   network = ProjectedEncoder(build_encoder(config.encoder), DINOHead(**config.head))
-  teacher_network = ProjectedEncoder(build_encoder(config.encoder, deterministic=True),
-                                     DINOHead(**config.head))  # no drop path, as DINO's
+  teacher = ema.MomentumTarget(  # no drop path in the teacher, as DINO's
+      ProjectedEncoder(build_encoder(config.encoder, deterministic=True),
+                       DINOHead(**config.head)),
+      length.schedule_steps, settings.base_momentum, settings.final_momentum)
   for name in ("student_temperature", "teacher_temperature", "warmup_teacher_temperature"):
     if settings[name] <= 0:
       raise UserError(f"dino.{name} must be positive, got {settings[name]}")
@@ -63,14 +65,10 @@ def build(config, length) -> Method:
   freeze_steps = config_lib.to_steps(settings, "freeze_last_layer", length.steps_per_epoch,
                                      default=0)
 
-  def momentum(step):
-    return ema.cosine_momentum(step, length.schedule_steps, settings.base_momentum,
-                               settings.final_momentum)
-
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
     params, batch_stats = init_variables(network, rng, merge_views(batch["views"][:, :2]))
     extra = {"batch_stats": batch_stats,
-             "teacher": {"params": params, "batch_stats": batch_stats},
+             "teacher": teacher.init(params, batch_stats),
              "center": jnp.zeros((config.head.output_dim,), jnp.float32)}
     return params, extra
 
@@ -95,9 +93,7 @@ def build(config, length) -> Method:
       (_, student_local), stats = apply_in_train_mode(network, params, stats, merge_views(local),
                                                       rng=local_rng)
       student += split_views(student_local, local.shape[1])
-    (_, teacher_logits), teacher_stats = apply_in_train_mode(
-        teacher_network, extra["teacher"]["params"], extra["teacher"]["batch_stats"], merge_views(views))
-    teacher_logits = jax.lax.stop_gradient(teacher_logits)
+    (_, teacher_logits), teacher_state = teacher.apply(extra["teacher"], merge_views(views))
     temperature = teacher_temperature(step, warmup_steps, settings.warmup_teacher_temperature,
                                       settings.teacher_temperature)
     probs = jax.nn.softmax((teacher_logits - extra["center"]) / temperature, axis=-1)
@@ -105,19 +101,17 @@ def build(config, length) -> Method:
                                       settings.student_temperature)
     new_extra = {
         "batch_stats": stats,
-        "teacher": {"params": extra["teacher"]["params"], "batch_stats": teacher_stats},
+        "teacher": teacher_state,
         "center": update_center(extra["center"], teacher_logits, settings.center_momentum)}
     entropy = -jnp.mean(jnp.sum(probs * jnp.log(jnp.maximum(probs, 1e-12)), axis=-1))
-    metrics = {"momentum": momentum(step), "teacher_temperature": temperature,
+    metrics = {"momentum": teacher.momentum(step), "teacher_temperature": temperature,
                "teacher_entropy": entropy,
                # Both of DINO's collapses (uniform, one prototype) make P_t constant: std 0.
                "embedding_std": losses.normalized_std(split_views(probs, 2)[0])}
     return value, StepOutput(new_extra, metrics, split_views(h, 2)[0])
 
   def update_extra(params, extra, step):
-    teacher = dict(extra["teacher"])
-    teacher["params"] = ema.ema_update(teacher["params"], params, momentum(step))
-    return {**extra, "teacher": teacher}
+    return {**extra, "teacher": teacher.update(extra["teacher"], params, step)}
 
   def represent(params, extra, images):
     if settings.represent_teacher:

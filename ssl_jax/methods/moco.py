@@ -56,14 +56,12 @@ def build(config, length) -> Method:
     raise UserError(f"moco.queue_size ({queue_size}) must be a multiple of batch_size "
                     f"({config.batch_size}): the keys of each step replace a whole block")
   query_network = ProjectedEncoder(build_encoder(config.encoder), MLPHead(**config.projector))
-  key_network = ProjectedEncoder(build_encoder(config.encoder, deterministic=True),
-                                 MLPHead(**config.projector))
+  key_encoder = ema.MomentumTarget(
+      ProjectedEncoder(build_encoder(config.encoder, deterministic=True),
+                       MLPHead(**config.projector)),
+      length.schedule_steps, settings.base_momentum, settings.final_momentum)
   predictor = MLPHead(**config.predictor) if version == 3 else None
   num_queues = 2 if settings.symmetric else 1
-
-  def momentum(step):
-    return ema.cosine_momentum(step, length.schedule_steps, settings.base_momentum,
-                               settings.final_momentum)
 
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
     network_rng, predictor_rng, queue_rng = jax.random.split(rng, 3)
@@ -71,7 +69,7 @@ def build(config, length) -> Method:
     network_params, network_stats = init_variables(query_network, network_rng, images)
     params = {"query": network_params}
     stats = {"query": network_stats}
-    extra = {"target": {"params": network_params, "batch_stats": network_stats}}
+    extra = {"target": key_encoder.init(network_params, network_stats)}
     if predictor is not None:
       (_, z), _ = apply_in_train_mode(query_network, network_params, network_stats, images)
       params["predictor"], stats["predictor"] = init_variables(predictor, predictor_rng, z)
@@ -89,12 +87,10 @@ def build(config, length) -> Method:
     stats = dict(extra["batch_stats"])
     (h, q), stats["query"] = apply_in_train_mode(query_network, params["query"], stats["query"],
                                                  images, rng=rng)
-    (_, k), target_stats = apply_in_train_mode(
-        key_network, extra["target"]["params"], extra["target"]["batch_stats"], images)
-    k = jax.lax.stop_gradient(k)
+    (_, k), target_state = key_encoder.apply(extra["target"], images)
     k1, k2 = split_views(k, 2)
-    new_extra = {"target": {"params": extra["target"]["params"], "batch_stats": target_stats}}
-    metrics = {"momentum": momentum(step)}
+    new_extra = {"target": target_state}
+    metrics = {"momentum": key_encoder.momentum(step)}
     if version == 3:
       q, stats["predictor"] = apply_in_train_mode(predictor, params["predictor"],
                                                   stats["predictor"], q)
@@ -126,9 +122,7 @@ def build(config, length) -> Method:
     return value, StepOutput(new_extra, metrics, split_views(h, 2)[0])
 
   def update_extra(params, extra, step):
-    target = dict(extra["target"])
-    target["params"] = ema.ema_update(target["params"], params["query"], momentum(step))
-    return {**extra, "target": target}
+    return {**extra, "target": key_encoder.update(extra["target"], params["query"], step)}
 
   def represent(params, extra, images):
     h, _ = apply_in_eval_mode(query_network, params["query"], extra["batch_stats"]["query"],

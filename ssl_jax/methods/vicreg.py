@@ -10,44 +10,26 @@ dimensions); see `losses.vicreg_terms`. The representation is the encoder output
 Config (`config.vicreg`): invariance_weight (lambda, 25), variance_weight (mu, 25),
 covariance_weight (nu, 1), gamma (1), eps (1e-4).
 """
-from typing import Any
-
-import jax
-
 from ssl_jax import losses
 from ssl_jax.errors import UserError
-from ssl_jax.methods import Method, StepOutput, check_num_views, merge_views, split_views
-from ssl_jax.models import apply_in_eval_mode, apply_in_train_mode, build_encoder, init_variables
+from ssl_jax.methods import Method, check_num_views, shared_network_method
+from ssl_jax.models import build_encoder
 from ssl_jax.models.heads import MLPHead, ProjectedEncoder
 
 
 def build(config, length) -> Method:
   check_num_views(config, 2, "VICReg")
   del length  # No schedule besides the optimizer's.
-  network = ProjectedEncoder(build_encoder(config.encoder), MLPHead(**config.projector))
   settings = config.vicreg
   weights = {"invariance": settings.invariance_weight, "variance": settings.variance_weight,
              "covariance": settings.covariance_weight}
   if min(weights.values()) < 0:
     raise UserError(f"vicreg weights must be >= 0, got {weights}")
 
-  def init(rng: jax.Array, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
-    params, batch_stats = init_variables(network, rng, merge_views(batch["views"][:, :2]))
-    return params, {"batch_stats": batch_stats}
-
-  def loss(params, extra, batch, rng, step):
-    del step
-    views = batch["views"]
-    (h, z), batch_stats = apply_in_train_mode(network, params, extra["batch_stats"],
-                                              merge_views(views), rng=rng)
-    z1, z2 = split_views(z, 2)
+  def objective(z1, z2):
     terms = losses.vicreg_terms(z1, z2, gamma=settings.gamma, eps=settings.eps)
     value = sum(weights[name] * terms[name] for name in weights)
-    metrics = {**terms, "embedding_std": losses.normalized_std(z1)}
-    return value, StepOutput({"batch_stats": batch_stats}, metrics, split_views(h, 2)[0])
+    return value, {**terms, "embedding_std": losses.normalized_std(z1)}
 
-  def represent(params, extra, images):
-    h, _ = apply_in_eval_mode(network, params, extra["batch_stats"], images)
-    return h
-
-  return Method(init=init, loss=loss, represent=represent)
+  network = ProjectedEncoder(build_encoder(config.encoder), MLPHead(**config.projector))
+  return shared_network_method(network, objective)
