@@ -79,7 +79,8 @@ def base_config() -> ml_collections.ConfigDict:
       # at tol=1e-3 vs 82.9% converged). alpha=0.9 is the best of {0.2, 0.9, 0.99} for the raw
       # pixel baseline, so the baseline is not handicapped (raw: 82.9 / 83.8 / 83.0%).
       propagation_neighbors=7, propagation_alpha=0.9, propagation_max_iter=100,
-      propagation_tol=1e-6))
+      propagation_tol=1e-6,
+      num_pictures=8))  # test images a method's `pictures` draws (eval/<name>.png)
   return c
 
 

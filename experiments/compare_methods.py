@@ -4,12 +4,13 @@ r"""Trains and evaluates several methods on one dataset and tabulates them side 
 
 runs, one after the other, `python -m ssl_jax.main --config=configs/<spec> --workdir=OUT/<name>
 --config.evaluate_at_end=False` and then `python -m ssl_jax.evaluate --workdir=OUT/<name>`
-for every spec in --methods (default: all joint-embedding methods on the embedded digits),
-timing training and evaluation separately. A method whose workdir already holds an
+for every spec in --methods (a list, or a preset: `joint_embedding`, the default, or
+`masked_pretext` for issue 5's masked, generative and pretext-task methods), timing training
+and evaluation separately. A method whose workdir already holds an
 evaluation report is not rerun (delete its folder, or pass --rerun). Writes OUT/table.md
 (the README's side-by-side table: test accuracy, mean over the evaluation seeds, for each
 protocol at 1/5/10/all labels per class, then training wall time, median training images/s
-and evaluation wall time, with the raw-pixel baseline as the last row) and
+and evaluation wall time, with a raw-pixel baseline row for each dataset in the table) and
 OUT/table.json, and prints the table.
 """
 import argparse
@@ -25,6 +26,10 @@ JOINT_EMBEDDING = ("simclr=simclr.py:digits,byol=byol.py:digits,moco_v2=moco.py:
                    "moco_v3=moco.py:digits,version=3,simsiam=simsiam.py:digits,"
                    "dino=dino.py:digits,barlow_twins=barlow_twins.py:digits,"
                    "vicreg=vicreg.py:digits")
+MASKED_PRETEXT = ("mae=mae.py:digits,autoencoder=autoencoder.py:digits,vae=vae.py:digits,"
+                  "inpainting=inpainting.py:digits,rotation=rotation.py:digits,"
+                  "jigsaw=jigsaw.py:digits,colorization=colorization.py:photos")
+PRESETS = {"joint_embedding": JOINT_EMBEDDING, "masked_pretext": MASKED_PRETEXT}
 PROTOCOLS = ("linear", "knn", "label_propagation")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -82,8 +87,9 @@ def cell(report: dict, source: str, protocol: str, per_class) -> str:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--out", default="runs/compare_digits")
-  parser.add_argument("--methods", default=JOINT_EMBEDDING,
-                      help="name=config_file:arg,... (config files under configs/)")
+  parser.add_argument("--methods", default="joint_embedding",
+                      help="name=config_file:arg,... (config files under configs/), or a "
+                      f"preset: {', '.join(PRESETS)}")
   parser.add_argument("--rerun", action="store_true")
   args = parser.parse_args()
   out = os.path.abspath(args.out)
@@ -91,7 +97,7 @@ def main():
   timings_path = os.path.join(out, "timings.json")
   timings = json.load(open(timings_path)) if os.path.exists(timings_path) else {}
   reports = {}
-  for name, spec in parse_specs(args.methods):
+  for name, spec in parse_specs(PRESETS.get(args.methods, args.methods)):
     workdir = os.path.join(out, name)
     report_path = os.path.join(workdir, "eval", "report.json")
     if args.rerun or not os.path.exists(report_path) or name not in timings:
@@ -112,15 +118,20 @@ def main():
   header = ("| method | " + " | ".join(f"{short[p]} {n or 'all'}" for p, n in columns)
             + " | train | img/s | eval |")
   lines = [header, "|---|" + "---:|" * (len(columns) + 3)]
+  datasets = {}  # dataset -> the first report on it, for its raw-pixel row
   for name, report in reports.items():
+    datasets.setdefault(report["dataset"], report)
     values = [cell(report, "ssl", p, n) for p, n in columns]
     t = timings[name]
-    lines.append(f"| {name} | " + " | ".join(values)
+    label = name if len({r["dataset"] for r in reports.values()}) == 1 else \
+        f"{name} ({report['dataset']})"
+    lines.append(f"| {label} | " + " | ".join(values)
                  + f" | {t['train_s'] / 60:.1f} min | {images_per_second(os.path.join(out, name))}"
                  + f" | {t['eval_s'] / 60:.1f} min |")
-  first = next(iter(reports.values()))
-  lines.append("| raw pixels | " + " | ".join(cell(first, "raw", p, n) for p, n in columns)
-               + " | | | |")
+  for dataset, report in datasets.items():
+    label = "raw pixels" if len(datasets) == 1 else f"raw pixels ({dataset})"
+    lines.append(f"| {label} | " + " | ".join(cell(report, "raw", p, n) for p, n in columns)
+                 + " | | | |")
   commits = sorted({t.get("commit", "?") for name, t in timings.items() if name in reports})
   commit = ", ".join(commits)
   footer = (f"\nTest accuracy (%), mean over evaluation seeds; commit {commit}, "

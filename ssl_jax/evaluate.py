@@ -4,7 +4,9 @@ Restores the newest checkpoint in W, extracts frozen features of the train and t
 and runs the configured protocols (linear probe, weighted kNN, label propagation) with a few
 labelled examples per class and with all labels, several seeds each, on three feature sources
 side by side: `ssl` (the checkpoint), `random_init` (the same network at its initialisation,
-untrained) and `raw` (the input pixels). Writes W/eval/report.json and W/eval/report.md.
+untrained) and `raw` (the input pixels). Writes W/eval/report.json and W/eval/report.md, and,
+for a method that draws (`Method.pictures`: reconstructions, samples, colourised images),
+W/eval/<name>.png for each of its pictures, listed in the report and shown in report.md.
 
 Labelled subsets are drawn per class from the train split with seeds 0..seeds-1; the
 accuracy is measured on the whole test split. Label propagation is transductive: its graph
@@ -14,6 +16,7 @@ import json
 import os
 import sys
 import time
+from typing import Any, NamedTuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow only feeds data here.
 
@@ -66,12 +69,21 @@ def run_protocol(protocol: str, train: tuple, test: tuple, labelled: np.ndarray,
   return float(np.mean(np.asarray(predictions) == test_y))
 
 
-def feature_sets(config, workdir: str):
-  """{source: ((train_x, train_y), (test_x, test_y))}, and the checkpoint step."""
+class Restored(NamedTuple):
+  """A run's method, its trained and untrained states, and what evaluation needs to know."""
+  method: Any
+  trained: dict
+  untrained: dict
+  step: int
+  num_classes: int
+  mesh: jax.sharding.Mesh
+
+
+def restore(config, workdir: str) -> Restored:
+  """The newest checkpoint in `workdir` and the same network at its initialisation."""
   from ssl_jax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   from ssl_jax import config_lib, methods, parallel, train  # pylint: disable=g-import-not-at-top
   from ssl_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  from ssl_jax.eval import features  # pylint: disable=g-import-not-at-top
 
   info = pipeline.dataset_info(config)
   if info.num_classes is None:
@@ -86,36 +98,61 @@ def feature_sets(config, workdir: str):
     raise UserError(f"no checkpoint in '{checkpoint_lib.checkpoint_dir(workdir)}'")
   trained = checkpoints.restore(trainer.abstract_state, step)
   checkpoints.close()
-  untrained = trainer.create_state(config.seed)
+  return Restored(method, trained, trainer.create_state(config.seed), int(step),
+                  info.num_classes, mesh)
 
+
+def _batches(config, split: str, mesh: jax.sharding.Mesh):
+  from ssl_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   batch_size = config.eval.batch_size - config.eval.batch_size % mesh.size or mesh.size
+  return pipeline.eval_batches(config, split, batch_size=batch_size // jax.process_count(),
+                               process_index=jax.process_index(),
+                               process_count=jax.process_count())
 
-  def batches(split):
-    return pipeline.eval_batches(config, split, batch_size=batch_size // jax.process_count(),
-                                 process_index=jax.process_index(),
-                                 process_count=jax.process_count())
+
+def feature_sets(config, restored: Restored) -> dict:
+  """{source: ((train_x, train_y), (test_x, test_y))} for each configured feature source."""
+  from ssl_jax.eval import features  # pylint: disable=g-import-not-at-top
 
   sources = {}
   for source in config.eval.feature_sources:
     if source == "raw":
       fn = features.raw_pixels_fn
     elif source in ("ssl", "random_init"):
-      state = trained if source == "ssl" else untrained
-      fn = features.representation_fn(method.represent, state["params"]["model"],
+      state = restored.trained if source == "ssl" else restored.untrained
+      fn = features.representation_fn(restored.method.represent, state["params"]["model"],
                                       state["extra"], config)
     else:
       raise UserError(f"unknown feature source '{source}': use ssl, random_init or raw")
     started = time.perf_counter()
-    sources[source] = (features.extract(fn, batches(config.data.train_split), mesh),
-                       features.extract(fn, batches(config.data.test_split), mesh))
+    sources[source] = (features.extract(fn, _batches(config, config.data.train_split,
+                                                     restored.mesh), restored.mesh),
+                       features.extract(fn, _batches(config, config.data.test_split,
+                                                     restored.mesh), restored.mesh))
     logging.info("%s features %s in %.1fs", source, sources[source][0][0].shape,
                  time.perf_counter() - started)
-  return sources, step, info.num_classes
+  return sources
 
 
-def evaluate(config, workdir: str) -> dict:
+def draw_pictures(config, restored: Restored) -> dict[str, np.ndarray]:
+  """The method's pictures of the first `eval.num_pictures` test images ({} if it has none)."""
+  from ssl_jax.eval import pictures  # pylint: disable=g-import-not-at-top
+  if restored.method.pictures is None or not config.eval.num_pictures:
+    return {}
+  images = []
+  for batch in _batches(config, config.data.test_split, restored.mesh):
+    images.append(batch["image"][batch["mask"]])
+    if sum(len(i) for i in images) >= config.eval.num_pictures:
+      break
+  images = np.concatenate(images)[:config.eval.num_pictures]
+  state = restored.trained
+  return pictures.draw(restored.method.pictures, state["params"]["model"], state["extra"],
+                       images, config, config.seed)
+
+
+def evaluate(config, restored: Restored) -> dict:
   """Runs every (source, protocol, labels per class) cell; returns the report dict."""
-  sources, step, num_classes = feature_sets(config, workdir)
+  sources, num_classes = feature_sets(config, restored), restored.num_classes
   results = []
   for source, (train, test) in sources.items():
     for protocol in config.eval.protocols:
@@ -130,7 +167,7 @@ def evaluate(config, workdir: str) -> dict:
                         "std": round(float(np.std(accuracies)), 6), "seeds": seeds})
         logging.info("%-11s %-17s labels/class %-4s accuracy %.4f", source, protocol,
                      per_class or "all", results[-1]["accuracy"])
-  return {"dataset": config.dataset, "checkpoint_step": int(step), "results": results}
+  return {"dataset": config.dataset, "checkpoint_step": restored.step, "results": results}
 
 
 def markdown_table(report: dict) -> str:
@@ -148,16 +185,23 @@ def markdown_table(report: dict) -> str:
       r = cells.get((protocol, per_class, source))
       values.append("" if r is None else f"{100 * r['accuracy']:.1f} ± {100 * r['std']:.1f}")
     lines.append(f"| {protocol} | {per_class or 'all'} | " + " | ".join(values) + " |")
+  for name in report.get("pictures", []):
+    lines += ["", f"## {os.path.splitext(name)[0]}", "", f"![{name}]({name})"]
   return "\n".join(lines) + "\n"
 
 
 def run(workdir: str) -> dict:
   """Evaluates the run in `workdir` and writes its report files (process 0)."""
   from ssl_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from ssl_jax.eval import pictures  # pylint: disable=g-import-not-at-top
   config = config_lib.load_saved(workdir)
-  report = evaluate(config, workdir)
+  restored = restore(config, workdir)
+  report = evaluate(config, restored)
+  drawn = draw_pictures(config, restored)
   if jax.process_index() == 0:
     out_dir = os.path.join(workdir, "eval")
+    if drawn:
+      report["pictures"] = pictures.write(drawn, out_dir)
     os.makedirs(out_dir, exist_ok=True)
     for name, text in (("report.json", json.dumps(report, indent=2)),
                        ("report.md", markdown_table(report))):
