@@ -2,7 +2,7 @@ r"""DINO (Caron et al. 2021) configs, one variant per dataset.
 
 digits (default; offline, 2 CPU cores, a few minutes):
     python -m ssl_jax.main --config=configs/dino.py:digits --workdir=runs/dino_digits
-  The shared digits recipe (CNN 32-64-128, batch 256, AdamW 2e-3) for 1000 steps, with
+  The shared digits recipe (CNN 32-64-128, batch 256, AdamW 2e-3, 1500 steps) with
   multi-crop: 2 global 8x8 views plus 2 local 6x6 crops covering 30-70% of the digit; head
   256 -> bottleneck 64 -> 512 prototypes with BatchNorm (DINO's `use_bn_in_head`), student
   temperature 0.1, teacher 0.02, momentum 0.99 -> 1. On this small CNN the pooled features
@@ -10,7 +10,9 @@ digits (default; offline, 2 CPU cores, a few minutes):
   teacher temperature (0.04 -> 0.07) the teacher's output collapsed to the uniform
   distribution within 100 steps (entropy log 512, label propagation 65%); BatchNorm in the
   head and the sharper teacher keep it informative. Target: beats raw pixels in label
-  propagation with 1 label per class; measured numbers in README.md.
+  propagation with 1 label per class. Measured (README.md): at 1000 steps 82.0 +- 3.6% vs
+  raw 82.3 +- 4.6% (not above); at 1500 steps 82.9 +- 1.1% (linear probe with 1 label per
+  class 84.4% vs raw 59.4%) -- above raw, by less than the label draws' spread.
 
 cifar10 (solo-learn's DINO CIFAR recipe):
     python -m ssl_jax.main --config=configs/dino.py:cifar10 --workdir=runs/dino_cifar10
@@ -58,7 +60,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   setup_variant(c, arg.variant, "dino")
 
   if arg.variant == "digits":
-    c.total_steps = 1000
     c.head.update(hidden_dim=256, bottleneck_dim=64, output_dim=512, use_bn=True)
     c.dino.update(base_momentum=0.99, teacher_temperature=0.02)
     c.data.update(local_views=2, local_image_size=6, local_crop_scale=(0.3, 0.7))
