@@ -182,3 +182,30 @@ def normalized_std(z: jax.Array) -> jax.Array:
   A collapsed embedding gives 0; unit vectors spread over d dimensions give ~1/sqrt(d).
   """
   return jnp.mean(jnp.std(l2_normalize(z.astype(jnp.float32)), axis=0))
+
+
+def patch_statistics(patches: jax.Array, eps: float) -> tuple[jax.Array, jax.Array]:
+  """Mean and scale sqrt(var + eps) of the pixels of each patch [..., pixels] (keepdims).
+
+  The variance is the unbiased one (divided by pixels - 1), as in MAE's code (torch's `var`).
+  """
+  patches = patches.astype(jnp.float32)
+  mean = jnp.mean(patches, axis=-1, keepdims=True)
+  return mean, jnp.sqrt(jnp.var(patches, axis=-1, keepdims=True, ddof=1) + eps)
+
+
+def normalize_patches(patches: jax.Array, eps: float) -> jax.Array:
+  """Per-patch standardised pixels, MAE's `norm_pix_loss` target (He et al. 2021, Sec. 3,
+  "Reconstruction target"): (x - mean) / sqrt(var + eps) over the pixels of each patch."""
+  mean, scale = patch_statistics(patches, eps)
+  return (patches.astype(jnp.float32) - mean) / scale
+
+
+def masked_patch_mse(predicted: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
+  """MAE's loss (He et al. 2021, Sec. 3): the mean squared error per patch, averaged over the
+  masked patches only, of the global batch.
+
+  predicted, target: [B, N, pixels]; mask [B, N], 1 where a patch was hidden from the encoder.
+  """
+  per_patch = jnp.mean(jnp.square(predicted.astype(jnp.float32) - target), axis=-1)
+  return jnp.sum(per_patch * mask) / jnp.sum(mask)

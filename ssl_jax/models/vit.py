@@ -77,6 +77,12 @@ def sincos_2d_posemb(grid_size: int, width: int) -> jnp.ndarray:
                           sincos_1d_posemb(rows.reshape(-1), width // 2)], axis=1)
 
 
+def pool_tokens(tokens: jnp.ndarray, pool: str) -> jnp.ndarray:
+  """Final tokens [batch, 1 + T, width] (CLS first) -> [batch, width]: the CLS token ("cls") or
+  the mean of the T patch tokens ("mean")."""
+  return tokens[:, 0] if pool == "cls" else jnp.mean(tokens[:, 1:], axis=1)
+
+
 class DropPath(nn.Module):
   """Stochastic depth (Huang et al. 2016): zeroes a residual branch for a random subset of
   samples and rescales the rest by 1 / (1 - rate); the identity when deterministic."""
@@ -236,6 +242,4 @@ class Encoder(nn.Module):
 
   def __call__(self, x, train: bool = False):
     """Pooled features [batch, width] as float32: the CLS token or the patch-token mean."""
-    tokens = self.encode(self.embed(x, train), train)
-    pooled = tokens[:, 0] if self.pool == "cls" else jnp.mean(tokens[:, 1:], axis=1)
-    return pooled.astype(jnp.float32)
+    return pool_tokens(self.encode(self.embed(x, train), train), self.pool).astype(jnp.float32)

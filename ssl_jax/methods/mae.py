@@ -1,0 +1,147 @@
+"""MAE (He, Chen, Xie, Li, Dollar, Girshick 2021, "Masked Autoencoders Are Scalable Vision
+Learners").
+
+Each image is cut into N patches and a random subset of them is masked per example (Sec. 3,
+"Masking" and "Simple implementation"): uniform noise from the step's rng is sorted (argsort)
+and the first K = round((1 - mask_ratio) * N) patches of that shuffle stay visible. The ViT
+encoder sees only the K visible patches plus its CLS token; a light decoder gets the encoded
+visible tokens, one learned mask token per masked patch and fixed sin-cos positions, and
+predicts the pixels of every patch (`models.masked_autoencoder`). The loss is the mean
+squared error on the masked patches only (`losses.masked_patch_mse`), with each target patch
+standardised by its own mean and standard deviation when `norm_pix_loss` is on
+(`losses.normalize_patches`, Sec. 3 "Reconstruction target"). Targets are patches of the view
+as the trainer normalised it (MAE's are of the ImageNet-normalised input too).
+
+The representation is the encoder on all patches, no masking, pooled as `config.encoder.pool`
+says: "cls" is MAE's linear probe (the CLS token after the encoder's final LayerNorm), "mean"
+the average of the patch tokens. The online probe sees the same pooling of the masked pass's
+latent (the CLS token, or the mean of the visible tokens), which costs no extra forward pass.
+
+Pictures: "reconstructions" shows, for the first 8 images, the input, the masked input (masked
+patches set to 0 in normalised space, the dataset's mean colour) and the reconstruction (the
+visible patches of the input, the decoder's prediction in the masked ones; with
+`norm_pix_loss` the prediction is un-normalised with the true patch's mean and standard
+deviation, as the authors' visualisation demo does).
+
+Config (`config.mae`): mask_ratio, norm_pix_loss, norm_pix_eps; `config.encoder` is the ViT
+(`name="vit"`) and `config.decoder` the `MAEDecoder` (width, depth, num_heads, mlp_dim, dtype).
+"""
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ssl_jax import losses
+from ssl_jax.errors import UserError
+from ssl_jax.methods import Method, StepOutput, check_num_views
+from ssl_jax.models import build_encoder, vit
+from ssl_jax.models.masked_autoencoder import MAEDecoder, MaskedAutoencoder, patchify, unpatchify
+
+_PICTURE_ROWS = 8  # Images shown in "reconstructions".
+
+
+def num_visible_patches(num_patches: int, mask_ratio: float) -> int:
+  """K = round((1 - mask_ratio) * N), the patches the encoder sees. MAE's code truncates
+  instead (int(...)); the two agree for the paper's settings (N = 196, ratio 0.75: 49)."""
+  return int(round((1.0 - mask_ratio) * num_patches))
+
+
+def random_masking(rng: jax.Array, batch_size: int, num_patches: int, num_visible: int
+                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Per-example random masking by shuffling (He et al. 2021, Sec. 3, "Simple implementation").
+
+  Returns keep_indices [B, K] (the visible patches, in shuffled order), restore_indices [B, N]
+  (where each patch of the image went in the shuffle, to put decoder tokens back in image
+  order) and mask [B, N] float32 (1 = masked, 0 = visible, in image order).
+  """
+  noise = jax.random.uniform(rng, (batch_size, num_patches))
+  shuffle = jnp.argsort(noise, axis=1)
+  restore_indices = jnp.argsort(shuffle, axis=1)
+  mask = (restore_indices >= num_visible).astype(jnp.float32)
+  return shuffle[:, :num_visible], restore_indices, mask
+
+
+def _check(config) -> tuple[int, int]:
+  """Build-time checks; returns (number of patches, number of visible patches)."""
+  check_num_views(config, 1, "MAE")
+  if config.encoder.name != "vit":
+    raise UserError(f"MAE needs a ViT encoder (encoder.name='vit'), got '{config.encoder.name}'")
+  patch_size, image_size = config.encoder.patch_size, config.data.image_size
+  if image_size % patch_size:
+    raise UserError(f"data.image_size {image_size} is not divisible by encoder.patch_size "
+                    f"{patch_size}")
+  settings = config.mae
+  if not 0.0 < settings.mask_ratio < 1.0:
+    raise UserError(f"mae.mask_ratio must be in (0, 1), got {settings.mask_ratio}")
+  num_patches = (image_size // patch_size) ** 2
+  num_visible = num_visible_patches(num_patches, settings.mask_ratio)
+  if not 1 <= num_visible < num_patches:
+    raise UserError(f"mae.mask_ratio {settings.mask_ratio} leaves {num_visible} of "
+                    f"{num_patches} patches visible; at least one must be visible and one masked")
+  if settings.norm_pix_loss and settings.norm_pix_eps <= 0:
+    raise UserError(f"mae.norm_pix_eps must be positive, got {settings.norm_pix_eps}")
+  if settings.norm_pix_loss and patch_size == 1:
+    raise UserError("mae.norm_pix_loss standardises the pixels of a patch: it needs "
+                    "encoder.patch_size > 1")
+  decoder = config.decoder
+  if decoder.width % decoder.num_heads or decoder.width % 4:
+    raise UserError(f"decoder.width {decoder.width} must be divisible by decoder.num_heads "
+                    f"({decoder.num_heads}) and by 4 (2-D sin-cos positions)")
+  return num_patches, num_visible
+
+
+def build(config, length) -> Method:
+  del length  # MAE has no schedule besides the optimizer's.
+  num_patches, num_visible = _check(config)
+  settings = config.mae
+  patch_size = config.encoder.patch_size
+  pool = config.encoder.get("pool", "cls")
+  model = MaskedAutoencoder(build_encoder(config.encoder), MAEDecoder(**config.decoder))
+
+  def mask_and_predict(params, images, rng, train, dropout_rng=None):
+    keep, restore, mask = random_masking(rng, images.shape[0], num_patches, num_visible)
+    rngs = {"dropout": dropout_rng} if dropout_rng is not None else {}
+    latent, predicted = model.apply({"params": params}, images, keep, restore, train=train,
+                                    rngs=rngs)
+    return latent, predicted, mask
+
+  def targets(patches):
+    if settings.norm_pix_loss:
+      return losses.normalize_patches(patches, settings.norm_pix_eps)
+    return patches
+
+  def init(rng: jax.Array, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
+    images = batch["views"][:, 0]
+    mask_rng, params_rng = jax.random.split(rng)
+    keep, restore, _ = random_masking(mask_rng, images.shape[0], num_patches, num_visible)
+    params = model.init(params_rng, images, keep, restore)["params"]
+    return params, {}  # No state besides the parameters (a ViT has no BatchNorm).
+
+  def loss(params, extra, batch, rng, step):
+    del step
+    images = batch["views"][:, 0]
+    mask_rng, dropout_rng = jax.random.split(rng)
+    latent, predicted, mask = mask_and_predict(params, images, mask_rng, True, dropout_rng)
+    value = losses.masked_patch_mse(predicted, targets(patchify(images, patch_size)), mask)
+    return value, StepOutput(extra, {}, vit.pool_tokens(latent, pool))
+
+  def represent(params, extra, images):
+    del extra
+    return model.apply({"params": params}, images, method=MaskedAutoencoder.features)
+
+  def pictures(params, extra, images, rng):
+    del extra
+    images = images[:_PICTURE_ROWS]
+    _, predicted, mask = mask_and_predict(params, images, rng, False)
+    patches = patchify(images, patch_size).astype(jnp.float32)
+    if settings.norm_pix_loss:
+      mean, scale = losses.patch_statistics(patches, settings.norm_pix_eps)
+      predicted = predicted * scale + mean
+    masked = mask[..., None]
+    channels = images.shape[-1]
+    columns = [images.astype(jnp.float32),
+               unpatchify(patches * (1.0 - masked), patch_size, channels),
+               unpatchify(patches * (1.0 - masked) + predicted * masked, patch_size, channels)]
+    return {"reconstructions": jnp.stack(columns, axis=1)}
+
+  return Method(init=init, loss=loss, represent=represent, pictures=pictures)
