@@ -137,7 +137,7 @@ def feature_sets(config, restored: Restored) -> dict:
 def draw_pictures(config, restored: Restored) -> dict[str, np.ndarray]:
   """The method's pictures of the first `eval.num_pictures` test images ({} if it has none)."""
   from ssl_jax.eval import pictures  # pylint: disable=g-import-not-at-top
-  if restored.method.pictures is None or not config.eval.num_pictures:
+  if restored.method.pictures is None or not config.eval.get("num_pictures", 0):
     return {}
   images = []
   for batch in _batches(config, config.data.test_split, restored.mesh):
