@@ -84,14 +84,10 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def digits_setup(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The embedded 8x8 digits recipe shared by the joint-embedding configs (2 CPU cores).
-
-  Small CNN (32-64-128), batch 256, 1500 steps, AdamW 2e-3 with 50 warm-up steps, the whole
-  image as each view (cropping destroys an 8x8 digit) with the strong affine + noise recipe.
-  """
-  from ssl_jax.data import augment  # pylint: disable=g-import-not-at-top
-  c.dataset = "digits"
+def _small_cpu_run(c: ml_collections.ConfigDict, dataset: str) -> None:
+  """What the embedded datasets' recipes share: a small CNN (32-64-128), batch 256, 1500
+  steps, AdamW 2e-3 with 50 warm-up steps."""
+  c.dataset = dataset
   c.batch_size = 256
   c.total_steps = 1500
   c.log_every_steps = 100
@@ -99,8 +95,33 @@ def digits_setup(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.encoder = ml_collections.ConfigDict(dict(name="convnet", widths=(32, 64, 128)))
   c.optimizer.update(name="adamw", lr=2e-3, lr_scaling="none", weight_decay=1e-4,
                      warmup_steps=50)
+
+
+def digits_setup(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The embedded 8x8 digits recipe shared by the joint-embedding configs (2 CPU cores).
+
+  Small CNN (32-64-128), batch 256, 1500 steps, AdamW 2e-3 with 50 warm-up steps, the whole
+  image as each view (cropping destroys an 8x8 digit) with the strong affine + noise recipe.
+  """
+  from ssl_jax.data import augment  # pylint: disable=g-import-not-at-top
+  _small_cpu_run(c, "digits")
   c.data.update(image_size=8, crop="none", flip=False)
   c.augment = augment.digits_augment()
+  return c
+
+
+def photos_setup(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The embedded colour recipe (`photos`: 32x32 patches of ten photographs, 2 CPU cores).
+
+  Small CNN (32-64-128), batch 256, 1500 steps, AdamW 2e-3 with 50 warm-up steps; random
+  resized crops covering 20-100% of a patch with flips, and solo-learn's CIFAR colour
+  recipe normalised with the photos statistics. Methods whose target is the colour itself
+  (colorization) replace the augmentation with a colour-faithful one.
+  """
+  from ssl_jax.data import augment  # pylint: disable=g-import-not-at-top
+  _small_cpu_run(c, "photos")
+  c.data.update(image_size=32, crop="random_resized", crop_scale=(0.2, 1.0), flip=True)
+  c.augment = augment.cifar_augment(mean=augment.PHOTOS_MEAN, std=augment.PHOTOS_STD)
   return c
 
 
@@ -143,7 +164,7 @@ def imagenet2012_setup(c: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   return c
 
 
-VARIANT_SETUPS = {"digits": digits_setup, "cifar10": cifar10_setup,
+VARIANT_SETUPS = {"digits": digits_setup, "photos": photos_setup, "cifar10": cifar10_setup,
                   "imagenet2012": imagenet2012_setup}
 
 

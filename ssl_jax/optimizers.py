@@ -5,7 +5,10 @@ scaled by the trust ratio ||w|| / ||update||. Following SimCLR (Sec. B.1) and BY
 biases and BatchNorm parameters (every 1-D leaf) get neither weight decay nor the trust
 ratio. The schedule is a linear warm-up followed by cosine decay (Loshchilov & Hutter 2017),
 and the base rate scales with the global batch (`lr_scaling`: "linear" is lr * B / 256,
-SimCLR's rule; "sqrt" is lr * sqrt(B), its small-batch rule; "none").
+SimCLR's rule; "sqrt" is lr * sqrt(B), its small-batch rule; "none"). "adamw" decays the
+weights apart from the Adam step (Loshchilov & Hutter 2019); "adam" adds the L2 penalty's
+gradient wd * w before the Adam step, as Caffe's and PyTorch's Adam `weight_decay` do
+(Colorization's recipe, Zhang et al. 2016).
 """
 import math
 from typing import Any
@@ -41,7 +44,7 @@ def warmup_cosine(peak: float, warmup_steps: int, total_steps: int,
 
 
 def build(optimizer_config, schedule: optax.Schedule) -> optax.GradientTransformation:
-  """`optimizer_config.name` in {lars, adamw, sgd}; decay on kernels only (see `decay_mask`)."""
+  """`optimizer_config.name` in {lars, adamw, adam, sgd}; decay on kernels only (`decay_mask`)."""
   name = optimizer_config.name
   wd = optimizer_config.weight_decay
   if name == "lars":
@@ -51,11 +54,14 @@ def build(optimizer_config, schedule: optax.Schedule) -> optax.GradientTransform
   elif name == "adamw":
     tx = optax.adamw(schedule, b1=optimizer_config.b1, b2=optimizer_config.b2,
                      weight_decay=wd, mask=decay_mask)
+  elif name == "adam":
+    tx = optax.chain(optax.add_decayed_weights(wd, mask=decay_mask),
+                     optax.adam(schedule, b1=optimizer_config.b1, b2=optimizer_config.b2))
   elif name == "sgd":
     tx = optax.chain(optax.add_decayed_weights(wd, mask=decay_mask),
                      optax.sgd(schedule, momentum=optimizer_config.momentum, nesterov=True))
   else:
-    raise UserError(f"unknown optimizer '{name}': use lars, adamw or sgd")
+    raise UserError(f"unknown optimizer '{name}': use lars, adamw, adam or sgd")
   if optimizer_config.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(optimizer_config.grad_clip_norm), tx)
   return tx

@@ -32,6 +32,7 @@ from ssl_jax.errors import UserError
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 DIGITS_MEAN, DIGITS_STD = (0.306,), (0.376,)  # Pixel statistics of the digits train split.
+PHOTOS_MEAN, PHOTOS_STD = (0.511, 0.371, 0.318), (0.310, 0.236, 0.240)  # photos train split
 
 _PROB_KEYS = ("jitter_prob", "grayscale_prob", "blur_prob", "solarize_prob", "affine_prob")
 _BLUR_KERNEL_FRACTION = 0.1  # SimCLR: the blur kernel is 10% of the image side.

@@ -28,6 +28,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from ssl_jax.data.builders import digits  # pylint: disable=unused-import  (registers "digits")
+from ssl_jax.data.builders import photos  # pylint: disable=unused-import  (registers "photos")
 from ssl_jax.errors import UserError
 
 # TF only runs host-side input ops here; keep it off the accelerators JAX owns.
@@ -35,7 +36,7 @@ if tf.config.list_physical_devices("GPU"):
   tf.config.set_visible_devices([], "GPU")
 
 # Datasets whose builders live in `ssl_jax.data.builders` and prepare offline.
-_EMBEDDED = frozenset({"digits"})
+_EMBEDDED = frozenset({"digits", "photos"})
 _CROPS = ("none", "random_resized")
 _EVAL_CROPS = ("none", "center")
 # Training shards whose decoded uint8 images fit in this many bytes (CIFAR's
@@ -63,7 +64,7 @@ class DatasetInfo:
 def load_builder(config: Any) -> tfds.core.DatasetBuilder:
   """Returns the TFDS builder of `config.dataset`, ready to read.
 
-  Embedded datasets (digits) are prepared into `config.data.data_dir` on first
+  Embedded datasets (digits, photos) are prepared into `config.data.data_dir` on first
   use, offline. Real datasets are never downloaded implicitly: an unprepared
   one raises a UserError saying how to prepare it.
   """
