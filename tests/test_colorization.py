@@ -12,13 +12,13 @@ import tensorflow_datasets as tfds
 from skimage import color as skimage_color
 
 from configs import colorization as colorization_config
-from ssl_jax import config_lib, methods, parallel, train
+from ssl_jax import config_lib, methods, train
 from ssl_jax.data import augment, color
 from ssl_jax.data.builders import photos
 from ssl_jax.errors import UserError
 from ssl_jax.models import apply_in_eval_mode, apply_in_train_mode
 from ssl_jax.models.colorizer import Colorizer
-from tiny_configs import override
+from tiny_configs import assert_sharded_equals_single_device, override, steps_on_meshes
 
 LENGTH = config_lib.TrainingLength(steps_per_epoch=10, total_steps=100, schedule_steps=100)
 TINY_COLORIZER = {"colorizer.widths": (8, 16), "colorizer.convs_per_stage": (1, 1),
@@ -292,10 +292,6 @@ def test_adam_adds_the_l2_gradient_before_the_adam_step():
 # Through the trainer.
 
 
-def _host_copy(tree):
-  return jax.tree.map(np.array, jax.device_get(tree))
-
-
 def test_sharded_equals_single_device():
   """3 steps on 8 devices equal 3 steps on 1: parameters, losses, BatchNorm statistics and
   the running colour prior (a histogram over the global batch)."""
@@ -307,25 +303,9 @@ def test_sharded_equals_single_device():
   batches = [{"views": train_patches.images[order[i:i + 32], None],
               "label": train_patches.labels[order[i:i + 32]].astype(np.int32)}
              for i in range(0, 96, 32)]
-  trainers = {size: train.Trainer(config, methods.build(config, LENGTH),
-                                  parallel.make_mesh(size), (32, 32, 3), 10, LENGTH)
-              for size in (8, 1)}
-  initial = _host_copy(trainers[1].create_state(config.seed))
-  states, losses = {}, {}
-  for size, trainer in trainers.items():
-    state = jax.device_put(_host_copy(initial), trainer.state_shardings)
-    losses[size] = []
-    for batch in batches:
-      state, measurements = trainer.train_step(state, parallel.global_batch(batch, trainer.mesh))
-      losses[size].append(float(measurements["loss"]))
-    states[size] = jax.device_get(state)
-  np.testing.assert_allclose(losses[8], losses[1], rtol=1e-4)
-  assert losses[1][2] != losses[1][0]
-  for part in ("params", "extra"):
-    flat = dict(jax.tree_util.tree_leaves_with_path(states[1][part]))
-    for path, value in jax.tree_util.tree_leaves_with_path(states[8][part]):
-      np.testing.assert_allclose(value, flat[path], rtol=2e-4, atol=3e-5,
-                                 err_msg=f"{part}{jax.tree_util.keystr(path)}")
+  results = steps_on_meshes(config, batches, (32, 32, 3), LENGTH)
+  assert_sharded_equals_single_device(results)
+  states = {size: state for size, (_, state) in results.items()}
   prior = states[1]["extra"]["color_prior"]
   assert prior.sum() == pytest.approx(1.0, abs=1e-5) and prior.max() > 5 / len(prior)
 

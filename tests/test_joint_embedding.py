@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 
 from ssl_jax import config_lib, methods, parallel, train
 from ssl_jax.data import pipeline
-from tiny_configs import JOINT_EMBEDDING, override, tiny_method
+from tiny_configs import JOINT_EMBEDDING, assert_trees_close, host_copy, override, tiny_method
 
 SGD_LR = {"vicreg": 0.05}  # VICReg's loss is ~25x larger; at 0.5 plain SGD diverges.
 LENGTH = config_lib.TrainingLength(steps_per_epoch=10, total_steps=100, schedule_steps=100)
@@ -21,24 +21,6 @@ LENGTH = config_lib.TrainingLength(steps_per_epoch=10, total_steps=100, schedule
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp("tensorflow_datasets"))
-
-
-def _host_copy(tree):
-  """A state with its own host buffers (a donated state must not share device buffers)."""
-  return jax.tree.map(np.array, jax.device_get(tree))
-
-
-def _assert_trees_close(a, b, what):
-  """Leaf by leaf, with an absolute tolerance that grows with the leaf's scale: the sharded
-  step sums in another order, and rounding error is relative to the largest terms (the tiny
-  SimSiam predictor's output bias reaches about 1e8 within these 3 SGD steps, where a
-  difference of 250 in one element is rounding, 2e-6 of the leaf's scale)."""
-  flat_b = dict(jax.tree_util.tree_leaves_with_path(b))
-  for path, value in jax.tree_util.tree_leaves_with_path(a):
-    desired = np.asarray(flat_b[path])
-    scale = float(np.max(np.abs(desired))) if desired.size else 0.0
-    np.testing.assert_allclose(value, desired, rtol=2e-4, atol=max(3e-5, 1e-5 * scale),
-                               err_msg=f"{what}{jax.tree_util.keystr(path)}")
 
 
 @pytest.mark.parametrize("name", list(JOINT_EMBEDDING))
@@ -66,10 +48,10 @@ def test_sharded_equals_single_device_and_a_short_run_does_not_collapse(name, da
   trainers = {size: train.Trainer(config, methods.build(config, LENGTH),
                                   parallel.make_mesh(size), (8, 8, 1), 10, LENGTH)
               for size in (8, 1)}
-  initial = _host_copy(trainers[1].create_state(config.seed))  # one init compile for both
+  initial = host_copy(trainers[1].create_state(config.seed))  # one init compile for both
   states, seen, first_std = {}, {}, None
   for size, trainer in trainers.items():
-    state = jax.device_put(_host_copy(initial), trainer.state_shardings)
+    state = jax.device_put(host_copy(initial), trainer.state_shardings)
     seen[size] = []
     for batch in batches[:3]:
       state, measurements = trainer.train_step(state, parallel.global_batch(batch, trainer.mesh))
@@ -79,8 +61,10 @@ def test_sharded_equals_single_device_and_a_short_run_does_not_collapse(name, da
   np.testing.assert_allclose(seen[8], seen[1], rtol=1e-4)
   assert seen[1][2] != seen[1][0]  # the steps really changed the parameters
   sharded, single = jax.device_get(states[8]), jax.device_get(states[1])
-  _assert_trees_close(sharded["params"], single["params"], "params")
-  _assert_trees_close(sharded["extra"], single["extra"], "extra")
+  # The tolerance scales with each leaf: the tiny SimSiam predictor's output bias reaches about
+  # 1e8 within these 3 SGD steps, where a difference of 250 in one element is rounding.
+  assert_trees_close(sharded["params"], single["params"], "params")
+  assert_trees_close(sharded["extra"], single["extra"], "extra")
 
   state, trainer = states[1], trainers[1]
   for batch in batches[3:]:

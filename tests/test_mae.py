@@ -16,7 +16,7 @@ from ssl_jax.errors import UserError
 from ssl_jax.methods import mae
 from ssl_jax.models import build_encoder
 from ssl_jax.models.masked_autoencoder import MAEDecoder, MaskedAutoencoder, patchify, unpatchify
-from tiny_configs import override
+from tiny_configs import assert_sharded_equals_single_device, override, steps_on_meshes
 
 LENGTH = config_lib.TrainingLength(steps_per_epoch=10, total_steps=100, schedule_steps=100)
 TINY_VIT = {"width": 32, "depth": 1, "num_heads": 2, "mlp_dim": 64}
@@ -213,24 +213,10 @@ def test_sharded_step_equals_single_device_step():
   rng = np.random.default_rng(0)
   batches = [{"views": rng.integers(0, 256, (32, 1, 8, 8, 1), np.uint8),
               "label": rng.integers(0, 10, (32,), np.int32)} for _ in range(3)]
-  trainers = {size: train.Trainer(config, methods.build(config, LENGTH),
-                                  parallel.make_mesh(size), (8, 8, 1), 10, LENGTH)
-              for size in (8, 1)}
-  initial = random_state(trainers[1])
-  states, seen = {}, {}
-  for size, trainer in trainers.items():
-    state = jax.device_put(initial, trainer.state_shardings)
-    seen[size] = []
-    for batch in batches:
-      state, measurements = trainer.train_step(state, parallel.global_batch(batch, trainer.mesh))
-      seen[size].append(float(measurements["loss"]))
-    states[size] = jax.device_get(state)
-  np.testing.assert_allclose(seen[8], seen[1], rtol=1e-5)
-  assert seen[1][2] != seen[1][0]
-  flat_single = dict(jax.tree_util.tree_leaves_with_path(states[1]["params"]))
-  for path, value in jax.tree_util.tree_leaves_with_path(states[8]["params"]):
-    np.testing.assert_allclose(value, flat_single[path], rtol=2e-4, atol=3e-6,
-                               err_msg=jax.tree_util.keystr(path))
+  trainer = train.Trainer(config, methods.build(config, LENGTH), parallel.make_mesh(1),
+                          (8, 8, 1), 10, LENGTH)
+  results = steps_on_meshes(config, batches, (8, 8, 1), LENGTH, initial=random_state(trainer))
+  assert_sharded_equals_single_device(results, parts=("params",), loss_rtol=1e-5, atol=3e-6)
 
 
 @pytest.mark.parametrize("variant", ["cifar10", "imagenet2012"])

@@ -13,15 +13,14 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from ssl_jax import config_lib, methods, parallel, train
+from ssl_jax import config_lib, methods, train
 from ssl_jax.data import pipeline
 from ssl_jax.errors import UserError
 from ssl_jax.methods import jigsaw, rotation
 from ssl_jax.models import build_encoder
 from ssl_jax.models.context_free import ContextFreeHead
 from ssl_jax.models.heads import MLPHead, ProjectedEncoder
-from test_joint_embedding import _assert_trees_close, _host_copy
-from tiny_configs import override
+from tiny_configs import assert_sharded_equals_single_device, override, steps_on_meshes
 
 LENGTH = config_lib.TrainingLength(steps_per_epoch=10, total_steps=100, schedule_steps=100)
 # Each method's digits config shrunk to a 2-stage 8/16-wide CNN (one convolution a stage: fewer
@@ -271,22 +270,7 @@ def test_sharded_equals_single_device(name, data_dir):
                                 "optimizer.warmup_steps": 20})
   batches = pipeline.train_batches(config, start_step=0, process_index=0, process_count=1)
   batches = [next(batches) for _ in range(3)]
-  trainers = {size: train.Trainer(config, methods.build(config, LENGTH),
-                                  parallel.make_mesh(size), (8, 8, 1), 10, LENGTH)
-              for size in (8, 1)}
-  initial = _host_copy(trainers[1].create_state(config.seed))
-  states, losses = {}, {}
-  for size, trainer in trainers.items():
-    state = jax.device_put(_host_copy(initial), trainer.state_shardings)
-    losses[size] = []
-    for batch in batches:
-      state, measurements = trainer.train_step(state, parallel.global_batch(batch, trainer.mesh))
-      losses[size].append(float(measurements["loss"]))
-    states[size] = jax.device_get(state)
-  np.testing.assert_allclose(losses[8], losses[1], rtol=1e-4)
-  assert losses[1][2] != losses[1][0]
-  _assert_trees_close(states[8]["params"], states[1]["params"], "params")
-  _assert_trees_close(states[8]["extra"], states[1]["extra"], "extra")
+  assert_sharded_equals_single_device(steps_on_meshes(config, batches, (8, 8, 1), LENGTH))
 
 
 @pytest.mark.parametrize("name", list(TINY))

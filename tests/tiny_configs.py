@@ -59,3 +59,57 @@ def tiny_method(name: str, data_dir: str, **dotted) -> ml_collections.ConfigDict
       "checkpoint_every_steps": 3, "optimizer.warmup_steps": 2, "data.data_dir": data_dir,
       "evaluate_at_end": False, "eval.labels_per_class": (1, 0), "eval.seeds": 2, **heads})
   return override(config, **dotted)
+
+
+def host_copy(tree):
+  """A state with its own host buffers (a donated state must not share device buffers)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  return jax.tree.map(np.array, jax.device_get(tree))
+
+
+def assert_trees_close(a, b, what: str, rtol: float = 2e-4, atol: float = 3e-5) -> None:
+  """Leaf by leaf, with an absolute tolerance that grows with the leaf's scale: a sharded
+  step sums in another order, and rounding error is relative to the largest terms."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  flat_b = dict(jax.tree_util.tree_leaves_with_path(b))
+  for path, value in jax.tree_util.tree_leaves_with_path(a):
+    desired = np.asarray(flat_b[path])
+    scale = float(np.max(np.abs(desired))) if desired.size else 0.0
+    np.testing.assert_allclose(value, desired, rtol=rtol, atol=max(atol, 1e-5 * scale),
+                               err_msg=f"{what}{jax.tree_util.keystr(path)}")
+
+
+def steps_on_meshes(config: ml_collections.ConfigDict, batches: list, image_shape: tuple,
+                    length, initial=None, sizes: tuple = (8, 1)) -> dict:
+  """Runs the same host batches from the same initial state through the trainer's step on a
+  mesh of each size; returns {size: (losses, host state)}. `initial` defaults to the
+  1-device trainer's freshly created state."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from ssl_jax import methods, parallel, train  # pylint: disable=g-import-not-at-top
+  trainers = {size: train.Trainer(config, methods.build(config, length),
+                                  parallel.make_mesh(size), image_shape, 10, length)
+              for size in sizes}
+  if initial is None:
+    initial = host_copy(trainers[sizes[-1]].create_state(config.seed))
+  results = {}
+  for size, trainer in trainers.items():
+    state = jax.device_put(host_copy(initial), trainer.state_shardings)
+    seen = []
+    for batch in batches:
+      state, measurements = trainer.train_step(state, parallel.global_batch(batch, trainer.mesh))
+      seen.append(float(measurements["loss"]))
+    results[size] = (seen, jax.device_get(state))
+  return results
+
+
+def assert_sharded_equals_single_device(results: dict, parts=("params", "extra"),
+                                        loss_rtol: float = 1e-4, **tolerances) -> None:
+  """`steps_on_meshes`'s 8-device run equals its 1-device run, and the steps did something."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  (losses8, state8), (losses1, state1) = results[8], results[1]
+  np.testing.assert_allclose(losses8, losses1, rtol=loss_rtol)
+  assert losses1[-1] != losses1[0], "the steps did not change the parameters"
+  for part in parts:
+    assert_trees_close(state8[part], state1[part], part, **tolerances)
