@@ -185,3 +185,41 @@ def apply_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.optimizer.warmup_steps, c.optimizer.warmup_epochs = 1, None
   c.eval.labels_per_class, c.eval.seeds = (1, 0), 1
   return c
+
+
+# The decoder (ssl_jax/models/decoder.py) per variant: the first feature map is 2x2 for 8 px
+# digits, 4x4 for 32 px CIFAR, and 7x7 / 4x4 for 224 / 128 px ImageNet crops.
+DECODER_WIDTHS = {"digits": (128, 64, 32), "cifar10": (256, 128, 64, 32),
+                  "imagenet2012": (512, 256, 128, 64, 32, 16)}
+
+
+def reconstruction_setup(c: ml_collections.ConfigDict, variant: str, method: str,
+                         unit_pixels: bool) -> ml_collections.ConfigDict:
+  """The dataset recipe of `variant` for the objectives that corrupt one view of an image
+  and reconstruct it (autoencoder, VAE, inpainting): one view, no photometric augmentation
+  (the method's corruption is its task), the decoder widths above, and AdamW at 1e-3
+  (2e-3 on digits, from `digits_setup`) with these durations: 1000 steps on digits, 200
+  epochs on CIFAR-10 (images whole, with flips), 100 epochs of batch 1024 on ImageNet.
+  `unit_pixels` normalises with mean 0 and std 1, so the network sees (and reconstructs)
+  pixels in [0, 1]; otherwise with the dataset's mean and std."""
+  from ssl_jax.data import augment  # pylint: disable=g-import-not-at-top
+  setup_variant(c, variant, method)
+  channels = len(c.augment.mean)
+  mean, std = ((0.0,) * channels, (1.0,) * channels) if unit_pixels else (
+      c.augment.mean, c.augment.std)
+  c.augment = augment.augment_config(mean=mean, std=std)
+  c.data.num_views = 1
+  c.decoder = ml_collections.ConfigDict(dict(widths=DECODER_WIDTHS[variant],
+                                             convs_per_stage=1))
+  if variant == "digits":
+    c.total_steps = 1000
+    return c
+  if variant == "cifar10":
+    c.data.update(crop="none", flip=True)
+    c.total_epochs = 200
+  else:
+    c.batch_size = 1024
+    c.total_epochs = 100
+    c.optimizer.warmup_epochs = 5
+  c.optimizer.update(name="adamw", lr=1e-3, lr_scaling="none", weight_decay=1e-4)
+  return c

@@ -209,3 +209,67 @@ def masked_patch_mse(predicted: jax.Array, target: jax.Array, mask: jax.Array) -
   """
   per_patch = jnp.mean(jnp.square(predicted.astype(jnp.float32) - target), axis=-1)
   return jnp.sum(per_patch * mask) / jnp.sum(mask)
+
+
+def mean_squared_error(prediction: jax.Array, target: jax.Array,
+                       mask: jax.Array | None = None) -> jax.Array:
+  """The mean of (prediction - target)^2 over every element, or over the elements where
+  `mask` (broadcastable to the images, 1 = counted) is set.
+
+  The autoencoder's reconstruction error (Vincent et al. 2008, squared-error variant), and
+  with a mask of the hidden region the Context Encoder's reconstruction loss (Pathak et al.
+  2016, Eq. 1: ||M * (x - F((1 - M) * x))||^2, here normalised by the hidden element count so
+  its scale does not depend on the region size).
+  """
+  error = jnp.square(prediction.astype(jnp.float32) - target.astype(jnp.float32))
+  if mask is None:
+    return jnp.mean(error)
+  mask = jnp.broadcast_to(mask, error.shape).astype(jnp.float32)
+  return jnp.sum(error * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def gaussian_kl_to_standard_normal(mean: jax.Array, log_variance: jax.Array) -> jax.Array:
+  """KL(N(mean, diag(exp(log_variance))) || N(0, I)) per example, summed over dimensions.
+
+  The closed form of Kingma & Welling 2014, Appendix B (the negative of the KL term of Eq. 10):
+  KL = -1/2 sum_j (1 + log sigma_j^2 - mu_j^2 - sigma_j^2).
+  """
+  mean, log_variance = mean.astype(jnp.float32), log_variance.astype(jnp.float32)
+  return -0.5 * jnp.sum(1.0 + log_variance - jnp.square(mean) - jnp.exp(log_variance), axis=-1)
+
+
+def bernoulli_negative_log_likelihood(logits: jax.Array, targets: jax.Array) -> jax.Array:
+  """-log p(x|z) per example for independent Bernoulli pixels with probabilities
+  sigmoid(logits) (Kingma & Welling 2014, Appendix C.1), summed over all but the batch axis:
+  -sum [x log p + (1 - x) log(1 - p)] = sum [softplus(l) - x l]; x in [0, 1] may be grey."""
+  logits, targets = logits.astype(jnp.float32), targets.astype(jnp.float32)
+  per_element = jax.nn.softplus(logits) - targets * logits
+  return jnp.sum(per_element.reshape(per_element.shape[0], -1), axis=-1)
+
+
+def binomial_negative_log_likelihood(logits: jax.Array, targets: jax.Array,
+                                     trials: int) -> jax.Array:
+  """-log p(x|z) per example when each pixel is the fraction x = k / n of n = `trials`
+  binary sub-pixels that are on, k ~ Binomial(n, sigmoid(logits)), summed over all but the
+  batch axis: sum [n (softplus(l) - x l) - log C(n, k)]. With n = 1 and binary x it is the
+  Bernoulli likelihood; the 8x8 UCI digits are n = 16 (each pixel counts the set pixels of a
+  4x4 block of a 32x32 bitmap), i.e. the Bernoulli likelihood of that bitmap when a block
+  shares one probability."""
+  targets = targets.astype(jnp.float32)
+  successes = trials * targets
+  log_binomial_coefficient = (jax.scipy.special.gammaln(trials + 1.0)
+                              - jax.scipy.special.gammaln(successes + 1.0)
+                              - jax.scipy.special.gammaln(trials - successes + 1.0))
+  per_element = (trials * (jax.nn.softplus(logits.astype(jnp.float32)) - targets * logits)
+                 - log_binomial_coefficient)
+  return jnp.sum(per_element.reshape(per_element.shape[0], -1), axis=-1)
+
+
+def gaussian_negative_log_likelihood(mean: jax.Array, targets: jax.Array,
+                                     std: float) -> jax.Array:
+  """-log N(x; mean, std^2 I) per example, summed over all but the batch axis (Kingma &
+  Welling 2014, Appendix C.2, with a fixed observation std):
+  sum [(x - mean)^2 / (2 std^2) + log std + log(2 pi) / 2]."""
+  error = targets.astype(jnp.float32) - mean.astype(jnp.float32)
+  per_element = 0.5 * jnp.square(error / std) + jnp.log(std) + 0.5 * jnp.log(2.0 * jnp.pi)
+  return jnp.sum(per_element.reshape(per_element.shape[0], -1), axis=-1)

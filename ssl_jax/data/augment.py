@@ -157,6 +157,21 @@ def normalize_images(images: jax.Array, config: Any) -> jax.Array:
   return _normalize(images.astype(jnp.float32) / 255.0, config.augment)
 
 
+def normalize_unit_images(images: jax.Array, config: Any) -> jax.Array:
+  """float [..., C] on the [0, 1] pixel scale -> (x - mean) / std with `config.augment`'s
+  stats (what the reconstruction objectives do after corrupting pixels)."""
+  return _normalize(images.astype(jnp.float32), config.augment)
+
+
+def unnormalize_images(images: jax.Array, config: Any) -> jax.Array:
+  """Normalised images -> the [0, 1] pixel scale: x * std + mean (the inverse of
+  `normalize_unit_images`; values outside [0, 1] are kept)."""
+  _check_stats(config.augment, images.shape[-1])
+  mean = jnp.asarray(config.augment.mean, jnp.float32)
+  std = jnp.asarray(config.augment.std, jnp.float32)
+  return images.astype(jnp.float32) * std + mean
+
+
 def augment_views(rng: jax.Array, views: jax.Array, config: Any,
                   section: str = "augment") -> jax.Array:
   """Augments and normalises uint8 [B, V, H, W, C] views into float32 of the same shape.

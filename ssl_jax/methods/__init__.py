@@ -27,6 +27,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ssl_jax import losses
 from ssl_jax.components import import_component
 from ssl_jax.errors import UserError
 from ssl_jax.models import apply_in_eval_mode, apply_in_train_mode, init_variables
@@ -97,6 +98,48 @@ def shared_network_method(network: Any, objective: Callable[..., tuple[jax.Array
     return h
 
   return Method(init=init, loss=loss, represent=represent)
+
+
+def corrupted_reconstruction_method(
+    network: Any, corrupt: Callable[..., tuple[jax.Array, jax.Array | None, dict]],
+    picture_name: str) -> Method:
+  """A `Method` for objectives that corrupt an image and reconstruct it (denoising
+  autoencoder, Context Encoder). `network` is an `EncoderDecoder` (h, code, output);
+  `corrupt(rng, images) -> (corrupted, mask, metrics)` gives the network's input and the
+  pixels the loss counts (`mask` [B, H, W, 1], True = counted; None = all). The loss is the
+  mean squared error between the output and the clean image over those pixels; the
+  representation is the encoder's h of clean images (the online probe sees h of the
+  corrupted ones, from the loss's forward pass). The picture `picture_name` has one row per
+  image: input, corrupted input, output (outside `mask` the input is kept, so an inpainting
+  shows the prediction pasted into its context). `extra` holds only BatchNorm statistics.
+  """
+  def init(rng: jax.Array, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
+    params, batch_stats = init_variables(network, rng, batch["views"][:, 0])
+    return params, {"batch_stats": batch_stats}
+
+  def loss(params, extra, batch, rng, step):
+    del step
+    corrupt_rng, dropout_rng = jax.random.split(rng)
+    images = batch["views"][:, 0]
+    corrupted, mask, metrics = corrupt(corrupt_rng, images)
+    (h, _, output), batch_stats = apply_in_train_mode(
+        network, params, extra["batch_stats"], corrupted, rng=dropout_rng)
+    value = losses.mean_squared_error(output, images, mask)
+    return value, StepOutput({"batch_stats": batch_stats}, metrics, h)
+
+  def represent(params, extra, images):
+    h, _ = apply_in_eval_mode(network, params, extra["batch_stats"], images,
+                              method=type(network).encode)
+    return h
+
+  def pictures(params, extra, images, rng):
+    corrupted, mask, _ = corrupt(rng, images)
+    _, _, output = apply_in_eval_mode(network, params, extra["batch_stats"], corrupted)
+    if mask is not None:
+      output = jnp.where(mask, output, images)
+    return {picture_name: jnp.stack([images, corrupted, output], axis=1)}
+
+  return Method(init=init, loss=loss, represent=represent, pictures=pictures)
 
 
 def find(config):
