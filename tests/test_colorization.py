@@ -310,16 +310,20 @@ def test_sharded_equals_single_device():
   assert prior.sum() == pytest.approx(1.0, abs=1e-5) and prior.max() > 5 / len(prior)
 
 
-def test_one_step_of_the_cifar10_config_on_mock_tfds(tmp_path):
+@pytest.mark.parametrize("variant", ["cifar10", "imagenet2012"])
+def test_one_step_of_the_real_dataset_configs_on_mock_tfds(variant, tmp_path):
   """The variant's pipeline, augmentation, optimizer (Adam with L2) and loss, with a tiny
-  colorizer."""
-  config = colorization_config.get_config("cifar10,runlocal=True")
+  colorizer, ImageNet's 176 px crops shrunk to 32 px, on one device."""
+  config = colorization_config.get_config(f"{variant},runlocal=True")
   config.unlock()
-  override(config, total_steps=1, evaluate_at_end=False, batch_size=8, **TINY_COLORIZER)
+  override(config, total_steps=1, evaluate_at_end=False, batch_size=8, mesh_data_axis=1,
+           **TINY_COLORIZER)
+  if variant == "imagenet2012":
+    override(config, **{"data.image_size": 32, "data.eval_resize": 36})
   with tfds.testing.mock_data(num_examples=16):
-    state = train.run(config, str(tmp_path / "cifar10"))
+    state = train.run(config, str(tmp_path / variant))
   assert int(state["step"]) == 1
-  row = json.loads(open(tmp_path / "cifar10" / "metrics.jsonl").readline())
+  row = json.loads(open(tmp_path / variant / "metrics.jsonl").readline())
   assert row["step"] == 1 and np.isfinite(row["loss"]) and row["ab_rmse"] > 0
 
 

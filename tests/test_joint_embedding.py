@@ -76,12 +76,13 @@ def test_sharded_equals_single_device_and_a_short_run_does_not_collapse(name, da
 @pytest.mark.parametrize("name", [n for n in JOINT_EMBEDDING if n != "simclr"])
 def test_one_step_of_the_cifar10_config_on_mock_tfds(name, tmp_path):
   """The config's data pipeline, augmentation, heads and method settings, with a tiny CNN in
-  place of ResNet-18 (whose one step on mock CIFAR-10 is covered by test_train)."""
+  place of ResNet-18 (whose one step on mock CIFAR-10 is covered by test_train), on one device
+  (the sharded step is tested above; orbax's per-device copies of the state cost time)."""
   module, arg, _ = JOINT_EMBEDDING[name]
   arg = arg.replace("digits", "cifar10") + ",runlocal=True"
   config = importlib.import_module(f"configs.{module}").get_config(arg)
   config.unlock()
-  override(config, total_steps=1, evaluate_at_end=False, batch_size=8,
+  override(config, total_steps=1, evaluate_at_end=False, batch_size=8, mesh_data_axis=1,
            encoder={"name": "convnet", "widths": (8, 16)})
   with tfds.testing.mock_data(num_examples=32):
     state = train.run(config, str(tmp_path / name))
