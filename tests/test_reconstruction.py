@@ -4,6 +4,7 @@ the sharded step against the 1-device step, and one step of each `cifar10` confi
 TFDS data."""
 import importlib
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,7 @@ import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from PIL import Image
 from scipy.stats import binom, norm
 
 from ssl_jax import config_lib, corruptions, losses, methods, parallel, train
@@ -251,6 +253,25 @@ def test_autoencoder_pictures_show_input_noisy_input_and_the_network_output(init
   assert np.all((grid[:, 1] == 0).sum(axis=(1, 2, 3)) == 16)  # masking noise, 25% of 64
   np.testing.assert_allclose(grid[:, 2], output, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(represented, h, rtol=1e-6)  # features of the clean images
+
+
+def test_training_then_evaluation_writes_the_vaes_pictures_into_the_report(data_dir, tmp_path):
+  """End to end through the trainer's evaluate-at-end: the VAE's three pictures are written
+  as PNGs beside the report and linked from report.md (one cheap protocol, to keep it fast)."""
+  config = tiny_reconstruction("vae", data_dir, total_steps=2, evaluate_at_end=True, **{
+      "eval.protocols": ("knn",), "eval.feature_sources": ("ssl",),
+      "eval.labels_per_class": (0,), "eval.seeds": 1, "eval.num_pictures": 3})
+  workdir = str(tmp_path / "vae")
+  train.run(config, workdir)
+  report = json.load(open(os.path.join(workdir, "eval", "report.json")))
+  assert report["pictures"] == ["reconstructions.png", "samples.png", "traversal.png"]
+  markdown = open(os.path.join(workdir, "eval", "report.md")).read()
+  for name in report["pictures"]:
+    assert f"![{name}]({name})" in markdown
+  # 3 test images, input beside reconstruction: 8 px cells enlarged to 64 px, 1 px gutters.
+  reconstructions = np.asarray(Image.open(os.path.join(workdir, "eval", "reconstructions.png")))
+  assert reconstructions.shape == (3 * 65 - 1, 2 * 65 - 1)
+  assert reconstructions.std() > 0
 
 
 def test_vae_pictures_representation_and_beta_weighted_loss(initial_states):
