@@ -71,16 +71,26 @@ def base_config() -> ml_collections.ConfigDict:
       labels_per_class=(1, 5, 10, 0),  # 0 = all labels
       seeds=3,
       feature_sources=("ssl", "random_init", "raw"),
-      protocols=("linear", "knn", "label_propagation"),
+      protocols=("linear", "knn", "label_propagation", "fewshot"),
       linear_c=1.0, linear_max_iter=500,  # scikit-learn C
       knn_k=20, knn_temperature=0.07,
+      fewshot_l2=1.0,  # ridge penalty of the closed-form few-shot classifier
       # Label spreading on scikit-learn's 7-NN graph, run to convergence: scikit-learn's default
       # tol=1e-3 stops while far nodes are still unlabelled (raw digits, 1 label/class: 75.7%
       # at tol=1e-3 vs 82.9% converged). alpha=0.9 is the best of {0.2, 0.9, 0.99} for the raw
       # pixel baseline, so the baseline is not handicapped (raw: 82.9 / 83.8 / 83.0%).
       propagation_neighbors=7, propagation_alpha=0.9, propagation_max_iter=100,
       propagation_tol=1e-6,
-      num_pictures=8))  # test images a method's `pictures` draws (eval/<name>.png)
+      num_pictures=8,  # test images a method's `pictures` draws (eval/<name>.png)
+      plots=True,  # eval/feature_map.png (t-SNE) and eval/accuracy_vs_labels.png
+      # SimCLR's semi-supervised protocol (ssl_jax/eval/finetune.py): fine-tune the whole
+      # network and a linear head on a class-balanced fraction of the labels, from the
+      # checkpoint and from the initialisation. SimCLR's 60 / 30 epochs for 1% / 10%, at least
+      # min_steps steps; Adam with cosine decay, no weight decay, shifts by up to 1/8 of the
+      # side. `fractions=()` turns it off.
+      finetune=ml_collections.ConfigDict(dict(
+          fractions=(0.01, 0.1), epochs=(60, 30), min_steps=200, batch_size=128, lr=1e-3,
+          max_shift=0.125, seeds=1, sources=("ssl", "random_init")))))
   return c
 
 
@@ -178,12 +188,14 @@ def setup_variant(c: ml_collections.ConfigDict, variant: str, method: str
 
 
 def apply_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """`,runlocal=True`: a tiny smoke run (4 steps, batch 16, one seed) of any variant."""
+  """`,runlocal=True`: a tiny smoke run (4 steps, batch 16, one seed, a short fine-tune on
+  10% of the labels) of any variant."""
   c.batch_size = 16
   c.total_steps, c.total_epochs = 4, None
   c.log_every_steps = c.checkpoint_every_steps = 2
   c.optimizer.warmup_steps, c.optimizer.warmup_epochs = 1, None
   c.eval.labels_per_class, c.eval.seeds = (1, 0), 1
+  c.eval.finetune.update(fractions=(0.1,), epochs=(30,), min_steps=2, batch_size=16)
   return c
 
 

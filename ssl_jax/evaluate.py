@@ -1,12 +1,17 @@
 r"""Downstream evaluation of a trained run: `python -m ssl_jax.evaluate --workdir=W`.
 
 Restores the newest checkpoint in W, extracts frozen features of the train and test splits,
-and runs the configured protocols (linear probe, weighted kNN, label propagation) with a few
-labelled examples per class and with all labels, several seeds each, on three feature sources
-side by side: `ssl` (the checkpoint), `random_init` (the same network at its initialisation,
-untrained) and `raw` (the input pixels). Writes W/eval/report.json and W/eval/report.md, and,
-for a method that draws (`Method.pictures`: reconstructions, samples, colourised images),
-W/eval/<name>.png for each of its pictures, listed in the report and shown in report.md.
+and runs the configured protocols (linear probe, weighted kNN, label propagation, ridge
+few-shot) with a few labelled examples per class and with all labels, several seeds each, on
+three feature sources side by side: `ssl` (the checkpoint), `random_init` (the same network
+at its initialisation, untrained) and `raw` (the input pixels). When `eval.finetune.fractions`
+is set, it also fine-tunes the whole network on those fractions of the labels (SimCLR's
+semi-supervised protocol) from the checkpoint and, as the baseline, from the initialisation.
+
+Writes W/eval/report.json and W/eval/report.md, plus PNGs linked from report.md: a t-SNE map
+of each source's test features (`feature_map.png`), accuracy against labels per class
+(`accuracy_vs_labels.png`) and, for a method that draws (`Method.pictures`:
+reconstructions, samples, colourised images), one PNG per picture.
 
 Labelled subsets are drawn per class from the train split with seeds 0..seeds-1; the
 accuracy is measured on the whole test split. Label propagation is transductive: its graph
@@ -45,9 +50,13 @@ def labelled_subset(labels: np.ndarray, per_class: int, num_classes: int, seed: 
 def run_protocol(protocol: str, train: tuple, test: tuple, labelled: np.ndarray,
                  num_classes: int, eval_config) -> float:
   """Test accuracy of one protocol given the labelled train indices."""
-  from ssl_jax.eval import knn, label_propagation, linear_probe  # pylint: disable=g-import-not-at-top
+  from ssl_jax.eval import fewshot, knn, label_propagation, linear_probe  # pylint: disable=g-import-not-at-top
   (train_x, train_y), (test_x, test_y) = train, test
-  if protocol == "linear":
+  if protocol == "fewshot":
+    predictions = fewshot.ridge_classifier(train_x[labelled], train_y[labelled], test_x,
+                                           num_classes=num_classes,
+                                           l2=eval_config.get("fewshot_l2", 1.0))
+  elif protocol == "linear":
     l2 = 1.0 / (eval_config.linear_c * len(labelled))  # scikit-learn's C, per example
     predictions = linear_probe.linear_probe(
         train_x[labelled], train_y[labelled], test_x, num_classes=num_classes, l2=l2,
@@ -65,7 +74,8 @@ def run_protocol(protocol: str, train: tuple, test: tuple, labelled: np.ndarray,
         max_iter=eval_config.propagation_max_iter,
         tol=eval_config.propagation_tol)[len(train_x):]
   else:
-    raise UserError(f"unknown eval protocol '{protocol}': use linear, knn or label_propagation")
+    raise UserError(f"unknown eval protocol '{protocol}': use linear, knn, label_propagation "
+                    "or fewshot")
   return float(np.mean(np.asarray(predictions) == test_y))
 
 
@@ -150,24 +160,94 @@ def draw_pictures(config, restored: Restored) -> dict[str, np.ndarray]:
                        images, config, config.seed)
 
 
-def evaluate(config, restored: Restored) -> dict:
-  """Runs every (source, protocol, labels per class) cell; returns the report dict."""
-  sources, num_classes = feature_sets(config, restored), restored.num_classes
+def finetune_results(config, restored: Restored, train_labels: np.ndarray,
+                     test_labels: np.ndarray) -> list[dict]:
+  """Fine-tunes each configured source's network on each label fraction; one row per pair."""
+  from ssl_jax.eval import features, finetune  # pylint: disable=g-import-not-at-top
+  settings, rows = config.eval.finetune, []
+  if len(settings.epochs) != len(settings.fractions):
+    raise UserError("eval.finetune.epochs needs one entry per eval.finetune.fractions entry")
+  for fraction in settings.fractions:
+    accuracies = {source: [] for source in settings.sources}
+    for seed in range(settings.seeds):
+      try:
+        chosen = finetune.labelled_fraction(train_labels, fraction, restored.num_classes, seed)
+      except ValueError as e:
+        raise UserError(f"fine-tuning on {fraction:.0%} of the labels: {e}") from None
+      images, labels = features.gather_rows(
+          _batches(config, config.data.train_split, restored.mesh), restored.mesh, chosen)
+      steps = finetune.num_steps(len(chosen), fraction, settings)
+      for source in settings.sources:
+        if source not in ("ssl", "random_init"):
+          raise UserError(f"cannot fine-tune feature source '{source}': use ssl or random_init")
+        state = restored.trained if source == "ssl" else restored.untrained
+        try:
+          predict = finetune.finetune(restored.method.represent, state["params"]["model"],
+                                      state["extra"], config, images, labels,
+                                      restored.num_classes, steps, seed)
+        except ValueError as e:
+          raise UserError(f"fine-tuning {source} on {fraction:.0%} of the labels: {e}") from None
+        logits, truth = features.extract(
+            predict, _batches(config, config.data.test_split, restored.mesh), restored.mesh,
+            f"fine-tuned {source} on the test split")
+        np.testing.assert_array_equal(truth, test_labels)  # the same split, in the same order
+        accuracies[source].append(float(np.mean(np.argmax(logits, axis=1) == truth)))
+    for source, values in accuracies.items():
+      rows.append({"features": source, "protocol": "finetune",
+                   "labels_per_class": round(len(chosen) / restored.num_classes, 2),
+                   "label_fraction": fraction,
+                   "accuracy": round(float(np.mean(values)), 6),
+                   "std": round(float(np.std(values)), 6), "seeds": settings.seeds})
+      logging.info("%-11s finetune on %-4s of the labels (%d steps): accuracy %.4f", source,
+                   f"{fraction:.0%}", steps, rows[-1]["accuracy"])
+  return rows
+
+
+def evaluate(config, restored: Restored, sources: dict | None = None) -> dict:
+  """Runs every (source, protocol, labels per class) cell, then any fine-tuning; returns the
+  report dict. `sources` are `feature_sets`' features, extracted here when not given."""
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  if sources is None:
+    sources = feature_sets(config, restored)
+  num_classes = restored.num_classes
+  cells = [(source, protocol, per_class) for source in sources
+           for protocol in config.eval.protocols for per_class in config.eval.labels_per_class]
   results = []
-  for source, (train, test) in sources.items():
-    for protocol in config.eval.protocols:
-      for per_class in config.eval.labels_per_class:
-        seeds = config.eval.seeds  # with all labels every seed sees the same subset (std 0)
-        accuracies = [run_protocol(protocol, train, test,
-                                   labelled_subset(train[1], per_class, num_classes, seed),
-                                   num_classes, config.eval) for seed in range(seeds)]
-        results.append({"features": source, "protocol": protocol,
-                        "labels_per_class": per_class or None,
-                        "accuracy": round(float(np.mean(accuracies)), 6),
-                        "std": round(float(np.std(accuracies)), 6), "seeds": seeds})
-        logging.info("%-11s %-17s labels/class %-4s accuracy %.4f", source, protocol,
-                     per_class or "all", results[-1]["accuracy"])
+  for source, protocol, per_class in tqdm(cells, desc="probes", leave=False,
+                                          disable=None if jax.process_index() == 0 else True):
+    train, test = sources[source]
+    seeds = config.eval.seeds  # with all labels every seed sees the same subset (std 0)
+    try:
+      accuracies = [run_protocol(protocol, train, test,
+                                 labelled_subset(train[1], per_class, num_classes, seed),
+                                 num_classes, config.eval) for seed in range(seeds)]
+    except ValueError as e:  # a probe's input check, e.g. NaN features from a diverged run
+      raise UserError(f"{protocol} on {source} features: {e}") from None
+    results.append({"features": source, "protocol": protocol,
+                    "labels_per_class": per_class or None,
+                    "accuracy": round(float(np.mean(accuracies)), 6),
+                    "std": round(float(np.std(accuracies)), 6), "seeds": seeds})
+    logging.info("%-11s %-17s labels/class %-4s accuracy %.4f", source, protocol,
+                 per_class or "all", results[-1]["accuracy"])
+  if config.eval.get("finetune") and config.eval.finetune.fractions:  # older runs lack it
+    (_, train_labels), (_, test_labels) = next(iter(sources.values()))
+    results += finetune_results(config, restored, train_labels, test_labels)
   return {"dataset": config.dataset, "checkpoint_step": restored.step, "results": results}
+
+
+def draw_plots(config, sources: dict, results: list[dict]) -> dict[str, np.ndarray]:
+  """The t-SNE map of every source's test features and the accuracy-vs-labels curves."""
+  from ssl_jax.eval import plots  # pylint: disable=g-import-not-at-top
+  if not config.eval.get("plots", True):
+    return {}
+  started = time.perf_counter()
+  drawn = {"feature_map": plots.feature_map({s: test for s, (_, test) in sources.items()},
+                                            seed=config.seed)}
+  train_labels = next(iter(sources.values()))[0][1]
+  drawn["accuracy_vs_labels"] = plots.accuracy_curves(
+      results, all_labels_x=len(train_labels) / len(np.unique(train_labels)))
+  logging.info("plots in %.1fs", time.perf_counter() - started)
+  return drawn
 
 
 def markdown_table(report: dict) -> str:
@@ -180,12 +260,16 @@ def markdown_table(report: dict) -> str:
            "| protocol | labels/class | " + " | ".join(sources) + " |",
            "|---|---|" + "---|" * len(sources)]
   for protocol, per_class in rows:
-    values = []
+    values, fraction = [], None
     for source in sources:
       r = cells.get((protocol, per_class, source))
       values.append("" if r is None else f"{100 * r['accuracy']:.1f} ± {100 * r['std']:.1f}")
-    lines.append(f"| {protocol} | {per_class or 'all'} | " + " | ".join(values) + " |")
-  for name in report.get("pictures", []):
+      fraction = fraction or (r or {}).get("label_fraction")
+    labels = per_class or "all"
+    if fraction:  # fine-tuning: the fraction of the labels, and the classes' mean count
+      labels = f"{fraction:.0%} ({per_class})"
+    lines.append(f"| {protocol} | {labels} | " + " | ".join(values) + " |")
+  for name in report.get("plots", []) + report.get("pictures", []):
     lines += ["", f"## {os.path.splitext(name)[0]}", "", f"![{name}]({name})"]
   return "\n".join(lines) + "\n"
 
@@ -196,10 +280,14 @@ def run(workdir: str) -> dict:
   from ssl_jax.eval import pictures  # pylint: disable=g-import-not-at-top
   config = config_lib.load_saved(workdir)
   restored = restore(config, workdir)
-  report = evaluate(config, restored)
+  sources = feature_sets(config, restored)
+  report = evaluate(config, restored, sources)
   drawn = draw_pictures(config, restored)
   if jax.process_index() == 0:
     out_dir = os.path.join(workdir, "eval")
+    plotted = draw_plots(config, sources, report["results"])
+    if plotted:
+      report["plots"] = pictures.write(plotted, out_dir)
     if drawn:
       report["pictures"] = pictures.write(drawn, out_dir)
     os.makedirs(out_dir, exist_ok=True)

@@ -260,7 +260,8 @@ def test_training_then_evaluation_writes_the_vaes_pictures_into_the_report(data_
   as PNGs beside the report and linked from report.md (one cheap protocol, to keep it fast)."""
   config = tiny_reconstruction("vae", data_dir, total_steps=2, evaluate_at_end=True, **{
       "eval.protocols": ("knn",), "eval.feature_sources": ("ssl",),
-      "eval.labels_per_class": (0,), "eval.seeds": 1, "eval.num_pictures": 3})
+      "eval.labels_per_class": (0,), "eval.seeds": 1, "eval.num_pictures": 3,
+      "eval.plots": False, "eval.finetune.fractions": ()})
   workdir = str(tmp_path / "vae")
   train.run(config, workdir)
   report = json.load(open(os.path.join(workdir, "eval", "report.json")))

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
+from tqdm import tqdm
 
 from ssl_jax import parallel
 from ssl_jax.data import augment
@@ -28,12 +29,19 @@ def raw_pixels_fn(images: jax.Array) -> jax.Array:
   return images.reshape(images.shape[0], -1).astype(jnp.float32) / 255.0
 
 
+def _progress(batches: Iterator, description: str) -> Iterator:
+  """A progress bar on an interactive terminal (process 0 only); plain iteration in logs."""
+  return tqdm(batches, desc=description, unit="batch", leave=False,
+              disable=None if jax.process_index() == 0 else True)
+
+
 def extract(feature_fn: FeatureFn, batches: Iterator[dict[str, np.ndarray]],
-            mesh: jax.sharding.Mesh) -> tuple[np.ndarray, np.ndarray]:
+            mesh: jax.sharding.Mesh, description: str = "features"
+            ) -> tuple[np.ndarray, np.ndarray]:
   """Features [n, dim] float32 and labels [n] of every real (mask=True) example, in order."""
   compiled = jax.jit(feature_fn)
   features, labels = [], []
-  for batch in batches:
+  for batch in _progress(batches, description):
     batch = parallel.global_batch(batch, mesh)
     gathered = multihost_utils.process_allgather(
         {"features": compiled(batch["image"]), "label": batch["label"], "mask": batch["mask"]},
@@ -42,3 +50,31 @@ def extract(feature_fn: FeatureFn, batches: Iterator[dict[str, np.ndarray]],
     features.append(np.asarray(gathered["features"], np.float32)[keep])
     labels.append(np.asarray(gathered["label"])[keep])
   return np.concatenate(features), np.concatenate(labels)
+
+
+def gather_rows(batches: Iterator[dict[str, np.ndarray]], mesh: jax.sharding.Mesh,
+                indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """The uint8 images and labels at `indices` (positions in `extract`'s order), in that order.
+
+  The split is streamed and only the chosen rows are kept, so a 1% subset of ImageNet holds
+  1% of its images in host memory, never the whole split.
+  """
+  indices = np.asarray(indices)
+  if len(np.unique(indices)) != len(indices):
+    raise ValueError("gather_rows needs distinct indices")
+  images, labels, seen = [], [], 0
+  for batch in _progress(batches, "labelled images"):
+    gathered = multihost_utils.process_allgather(parallel.global_batch(batch, mesh), tiled=True)
+    keep = np.asarray(gathered["mask"], bool)
+    batch_images, batch_labels = np.asarray(gathered["image"])[keep], np.asarray(
+        gathered["label"])[keep]
+    positions = np.arange(seen, seen + len(batch_labels))
+    chosen = np.isin(positions, indices)
+    images.append(batch_images[chosen])
+    labels.append(batch_labels[chosen])
+    seen += len(batch_labels)
+  if np.any(indices >= seen):
+    raise ValueError(f"row {indices.max()} requested from a split of {seen} examples")
+  # Rows arrive in split order; put them in the order of `indices`.
+  order = np.argsort(np.argsort(indices))
+  return np.concatenate(images)[order], np.concatenate(labels)[order]
