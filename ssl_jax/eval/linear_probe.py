@@ -3,53 +3,153 @@
 The linear-evaluation protocol of self-supervised learning (e.g. Chen et al. 2020, SimCLR;
 Caron et al. 2021, DINO) fits a linear classifier on frozen features and reports its test
 accuracy, measuring how linearly separable the representation makes the classes. On feature
-matrices small enough to hold in memory the convex problem is solved to convergence with
-full-batch L-BFGS (Liu & Nocedal 1989), which removes the learning-rate and epoch sweeps that
-SGD probes need.
+matrices small enough to hold in memory the convex problem is solved with full-batch L-BFGS
+(Liu & Nocedal 1989), which removes the learning-rate and epoch sweeps that SGD probes need.
 
 Objective, on features standardised with the training mean and standard deviation:
 
   mean_i CE(W x_i + b, y_i) + (l2 / 2) * ||W||^2      (the bias b is not penalised)
 
-Relation to scikit-learn: `LogisticRegression(C=C)` (lbfgs, multinomial) minimises
-C * sum_i CE_i + ||W||^2 / 2, which divided by C * n is the objective above with
-l2 = 1 / (C * n). Both have a unique minimiser, so with tight tolerances they find the same
-classifier.
+Relation to scikit-learn: `LogisticRegression(C=C)` (lbfgs, multinomial) minimises this same
+mean-scaled objective with l2 = 1 / (C * n), and stops once max_j |gradient_j| <= tol = 1e-4
+(scipy's `gtol`). `fit_linear_classifier` uses that stopping rule and that default tolerance, on
+the gradient with respect to (W, b), so both solvers stop at the same distance from the unique
+minimiser.
+
+Speed: standardised SSL features are strongly correlated, so the Hessian is badly conditioned
+and plain L-BFGS needs hundreds of iterations. We optimise over V with W = P V, where
+P = U (S + l2 + eps)^(-1/2) comes from the eigendecomposition U S U^T of the training
+covariance: a change of variables, not a change of objective (the penalty is applied to W = P V
+exactly), so the minimiser is the same. In V the curvature of both the data term and the penalty
+is close to uniform, the classic preconditioning of Newton-type methods (Nocedal & Wright 2006,
+ch. 5.1 and 7.2), and L-BFGS converges in a few dozen iterations. The covariance costs one
+(d x n) by (n x d) product, done once and shared by every l2 of a held-out sweep.
+
+`select_l2` chooses l2 on a stratified held-out part of the training rows (the protocol of
+Kornblith et al. 2019, "Do Better ImageNet Models Transfer Better?", and of SimCLR's linear
+evaluation), warm-starting along the path from strong to weak penalty (Friedman et al. 2010,
+glmnet); `linear_probe_with_selection` refits on all labelled rows with the chosen value.
+
+Degenerate inputs, documented rather than refused:
+  - one class among the training labels: every test row is predicted as that class, no solver
+    runs (the weights and bias are zero; the other classes' logits are -inf).
+  - a class in range(num_classes) with no training rows: its logit is fixed at -inf, so it is
+    never predicted; its weights and bias stay zero. (Left free, its unpenalised bias would head
+    to -inf and the solver would never meet the tolerance.)
+NaN or infinite features are rejected with a ValueError.
 """
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
+from ssl_jax import parallel
 from ssl_jax.eval import knn
 
+# Log-spaced, strong to weak, so that each fit warm-starts from a nearby, smoother solution.
+DEFAULT_L2_GRID = tuple(10.0 ** -np.arange(0, 7, dtype=np.float64))
+# l2 returned by `select_l2` when too few rows exist to hold any out (the default of
+# `linear_probe`: a light penalty that keeps separable problems strongly convex).
+FALLBACK_L2 = 1e-4
+# Added to the eigenvalues in the preconditioner so that constant directions (eigenvalue 0)
+# are not scaled by 1 / 0 when l2 = 0.
+_PRECONDITIONER_EPS = 1e-6
 
-def _standardise(train: jax.Array, test: jax.Array) -> tuple[jax.Array, jax.Array]:
-  mean = jnp.mean(train, axis=0)
-  std = jnp.std(train, axis=0)
+
+class LinearClassifier(NamedTuple):
+  """A fitted probe: logits = ((x - mean) / std) @ weights + bias, absent classes at -inf."""
+  weights: np.ndarray  # (d, num_classes)
+  bias: np.ndarray  # (num_classes,)
+  mean: np.ndarray  # (d,)
+  std: np.ndarray  # (d,)
+  present: np.ndarray  # (num_classes,) bool: classes with at least one training row
+  num_iterations: int  # L-BFGS iterations run (0 when no solver ran)
+
+  def predict(self, features: np.ndarray) -> np.ndarray:
+    features = knn.check_features(features, "test_features")
+    if features.shape[1] != self.weights.shape[0]:
+      raise ValueError(f"Feature dimensions differ: train {self.weights.shape[0]} vs "
+                       f"test {features.shape[1]}.")
+    return np.asarray(_predict(jnp.asarray(features, self.weights.dtype), self.mean, self.std,
+                               self.weights, self.bias, self.present))
+
+
+class L2Selection(NamedTuple):
+  """Result of `select_l2`: the chosen l2 and the held-out accuracy of every grid value."""
+  l2: float
+  l2_grid: tuple[float, ...]  # strong to weak, the order in which they were fitted
+  holdout_accuracy: tuple[float, ...]  # NaN for every value when selection was skipped
+  num_holdout: int  # held-out rows; 0 when selection was skipped
+
+
+class _Prepared(NamedTuple):
+  """Standardised training rows and the preconditioner, shared by every l2 of a sweep."""
+  features: jax.Array  # (n_padded, d) standardised; padding rows are zero
+  labels: jax.Array  # (n_padded,)
+  row_weights: jax.Array  # (n_padded,) 1 for real rows, 0 for padding
+  mean: jax.Array
+  std: jax.Array
+  eigenvectors: jax.Array  # (d, d) of the training covariance
+  eigenvalues: jax.Array  # (d,)
+  present: jax.Array  # (num_classes,) bool
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes",))
+def _prepare(features: jax.Array, labels: jax.Array, row_weights: jax.Array,
+             num_classes: int) -> _Prepared:
+  count = jnp.sum(row_weights)
+  mean = row_weights @ features / count
+  centred = (features - mean) * row_weights[:, None]
+  std = jnp.sqrt(row_weights @ (centred ** 2) / count)
   # A feature (near-)constant on the training set carries no signal; dividing it by its tiny std
   # would blow up its test values. Like scikit-learn's StandardScaler, only centre it instead:
   # its weight gets zero gradient from the data and is held at zero by the penalty.
   std = jnp.where(std < 1e-6, 1.0, std)
-  return (train - mean) / std, (test - mean) / std
+  standardised = centred / std
+  covariance = jnp.matmul(standardised.T, standardised,
+                          precision=jax.lax.Precision.HIGHEST) / count
+  eigenvalues, eigenvectors = jnp.linalg.eigh(covariance)
+  present = jnp.zeros((num_classes,), bool).at[labels].max(row_weights > 0)
+  return _Prepared(standardised, labels, row_weights, mean, std, eigenvectors,
+                   jnp.maximum(eigenvalues, 0.0), present)
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes",))
-def _fit_and_predict(train: jax.Array, labels: jax.Array, test: jax.Array, num_classes: int,
-                     l2: float, max_iter: int, tol: float) -> jax.Array:
-  train, test = _standardise(train, test)
+def _logits(x: jax.Array, weights: jax.Array, bias: jax.Array, present: jax.Array) -> jax.Array:
+  # Without HIGHEST, GPUs/TPUs compute f32 matmuls in TF32/bf16, whose gradient noise stalls
+  # the line search well before convergence.
+  logits = jnp.matmul(x, weights, precision=jax.lax.Precision.HIGHEST) + bias
+  return jnp.where(present, logits, -jnp.inf)
 
-  def logits(params, x):
-    # Without HIGHEST, GPUs/TPUs compute f32 matmuls in TF32/bf16, whose gradient noise stalls
-    # the line search well before convergence.
-    return jnp.matmul(x, params["w"], precision=jax.lax.Precision.HIGHEST) + params["b"]
+
+@jax.jit
+def _solve(prepared: _Prepared, l2: jax.Array, init_weights: jax.Array, init_bias: jax.Array,
+           max_iter: jax.Array, tol: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """L-BFGS over (V, b) with W = P V; stops when max |d objective / d(W, b)| <= tol."""
+  u, s = prepared.eigenvectors, prepared.eigenvalues
+  scale = jnp.sqrt(s + l2 + _PRECONDITIONER_EPS)  # P = U diag(1 / scale)
+  count = jnp.sum(prepared.row_weights)
+
+  def to_weights(v):
+    return jnp.matmul(u, v / scale[:, None], precision=jax.lax.Precision.HIGHEST)
 
   def objective(params):
-    cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits(params, train), labels)
-    return jnp.mean(cross_entropy) + 0.5 * l2 * jnp.sum(params["w"] ** 2)
+    weights = to_weights(params["v"])
+    logits = _logits(prepared.features, weights, params["b"], prepared.present)
+    cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, prepared.labels)
+    # Padding rows have weight 0; `where` keeps their (finite) loss from reaching the sum.
+    data_term = jnp.sum(jnp.where(prepared.row_weights > 0, cross_entropy, 0.0)) / count
+    return data_term + 0.5 * l2 * jnp.sum(weights ** 2)
+
+  def max_gradient(grad):
+    # d/dW = U diag(scale) d/dV: the gradient in the caller's coordinates, as scikit-learn
+    # measures it.
+    grad_w = jnp.matmul(u, grad["v"] * scale[:, None], precision=jax.lax.Precision.HIGHEST)
+    return jnp.maximum(jnp.max(jnp.abs(grad_w)), jnp.max(jnp.abs(grad["b"])))
 
   solver = optax.lbfgs()
   # Reuses the value and gradient the line search already computed at the accepted point.
@@ -63,52 +163,192 @@ def _fit_and_predict(train: jax.Array, labels: jax.Array, test: jax.Array, num_c
     return optax.apply_updates(params, updates), state
 
   def keep_going(carry):
-    _, state = carry
-    count = optax.tree.get(state, "count")
-    grad_norm = optax.tree.norm(optax.tree.get(state, "grad"))
+    params, state = carry
+    count_ = optax.tree.get(state, "count")
     # The state holds no gradient before the first step, hence the count == 0 clause.
-    return (count == 0) | ((count < max_iter) & (grad_norm >= tol))
+    return (count_ == 0) | ((count_ < max_iter) & (max_gradient(optax.tree.get(state, "grad"))
+                                                   > tol))
 
-  params = {
-      "w": jnp.zeros((train.shape[1], num_classes), train.dtype),
-      "b": jnp.zeros((num_classes,), train.dtype),
-  }
-  params, _ = jax.lax.while_loop(keep_going, step, (params, solver.init(params)))
-  return jnp.argmax(logits(params, test), axis=1)
+  init_v = jnp.matmul(u.T, init_weights, precision=jax.lax.Precision.HIGHEST) * scale[:, None]
+  params = {"v": init_v, "b": jnp.where(prepared.present, init_bias, 0.0)}
+  params, state = jax.lax.while_loop(keep_going, step, (params, solver.init(params)))
+  return to_weights(params["v"]), params["b"], optax.tree.get(state, "count")
+
+
+@jax.jit
+def _predict(features: jax.Array, mean: jax.Array, std: jax.Array, weights: jax.Array,
+             bias: jax.Array, present: jax.Array) -> jax.Array:
+  return jnp.argmax(_logits((features - mean) / std, weights, bias, present), axis=1)
+
+
+def _check_solver_args(l2: float, max_iter: int, tol: float) -> None:
+  if not l2 >= 0:
+    raise ValueError(f"l2 must be >= 0, got {l2}.")
+  if max_iter < 1:
+    raise ValueError(f"max_iter must be >= 1, got {max_iter}.")
+  if not tol > 0:
+    raise ValueError(f"tol must be > 0, got {tol}.")
+
+
+def _prepare_rows(features: np.ndarray, labels: np.ndarray, num_classes: int,
+                  mesh: Mesh | None) -> _Prepared:
+  """Pads the rows to a multiple of the mesh's `data` size (weight 0) and shards them."""
+  dtype = jnp.result_type(float)
+  features = np.asarray(features, dtype)
+  row_weights = np.ones(len(labels), dtype)
+  if mesh is not None:
+    padding = -len(labels) % mesh.shape[parallel.DATA_AXIS]
+    features = np.pad(features, ((0, padding), (0, 0)))
+    labels = np.pad(labels, (0, padding))
+    row_weights = np.pad(row_weights, (0, padding))
+    sharding = parallel.batch_sharded(mesh)
+    features, labels, row_weights = (jax.device_put(array, sharding)
+                                     for array in (features, labels, row_weights))
+  return _prepare(jnp.asarray(features), jnp.asarray(labels), jnp.asarray(row_weights),
+                  num_classes)
+
+
+def _fit_prepared(prepared: _Prepared, l2: float, max_iter: int, tol: float,
+                  init: tuple[jax.Array, jax.Array] | None = None) -> LinearClassifier:
+  dims, num_classes = prepared.features.shape[1], prepared.present.shape[0]
+  dtype = prepared.features.dtype
+  present = np.asarray(prepared.present)
+  if init is None:
+    init = jnp.zeros((dims, num_classes), dtype), jnp.zeros((num_classes,), dtype)
+  if present.sum() == 1:
+    weights = np.zeros((dims, num_classes), dtype)
+    bias = np.zeros((num_classes,), dtype)
+    iterations = 0
+  else:
+    weights, bias, iterations = _solve(prepared, jnp.asarray(l2, dtype), init[0], init[1],
+                                       jnp.asarray(max_iter), jnp.asarray(tol, dtype))
+  return LinearClassifier(np.asarray(weights), np.asarray(bias), np.asarray(prepared.mean),
+                          np.asarray(prepared.std), present, int(iterations))
+
+
+def fit_linear_classifier(train_features: np.ndarray, train_labels: np.ndarray, *,
+                          num_classes: int, l2: float = 1e-4, max_iter: int = 1000,
+                          tol: float = 1e-4, mesh: Mesh | None = None) -> LinearClassifier:
+  """Fits L2-regularised multinomial logistic regression on standardised features.
+
+  Args:
+    train_features: (n, d) frozen features.
+    train_labels: (n,) ints in [0, num_classes).
+    num_classes: number of classes; classes without training rows are never predicted.
+    l2: weight of (1/2) ||W||^2 added to the mean cross-entropy; l2 = 1 / (C * n) matches
+      scikit-learn's `LogisticRegression(C=C)`.
+    max_iter: maximum number of L-BFGS iterations.
+    tol: stop once every entry of the gradient (with respect to W and b, on the mean-scaled
+      objective) is at most tol in magnitude: scikit-learn's rule and default.
+    mesh: when given, the training rows are sharded over its `data` axis (padded with
+      zero-weight rows to a multiple of its size); the result equals the unsharded one.
+
+  Returns:
+    The fitted `LinearClassifier`; its `predict` classifies new features.
+  """
+  train_features = knn.check_features(train_features, "train_features")
+  train_labels = knn.check_labels(train_labels, train_features.shape[0], num_classes,
+                                  "train_labels")
+  _check_solver_args(l2, max_iter, tol)
+  prepared = _prepare_rows(train_features, train_labels, num_classes, mesh)
+  return _fit_prepared(prepared, l2, max_iter, tol)
 
 
 def linear_probe(train_features: np.ndarray, train_labels: np.ndarray,
                  test_features: np.ndarray, *, num_classes: int, l2: float = 1e-4,
-                 max_iter: int = 1000, tol: float = 1e-5) -> np.ndarray:
+                 max_iter: int = 1000, tol: float = 1e-4,
+                 mesh: Mesh | None = None) -> np.ndarray:
   """Fits L2-regularised multinomial logistic regression on train, predicts test classes.
 
   The default l2 = 1e-4 is a light penalty: it keeps the problem strongly convex when classes
   are linearly separable (common for high-dimensional SSL features), where the unpenalised
   optimum is at infinity, while barely shrinking the solution otherwise. Unlike scikit-learn's
   C = 1 (l2 = 1 / n), its strength does not change with the size of the training set. For a
-  reported number, sweep l2 on a validation split.
+  reported number, choose l2 on held-out rows with `linear_probe_with_selection`.
 
-  Args:
-    train_features: (n_train, d) frozen features.
-    train_labels: (n_train,) ints in [0, num_classes).
-    test_features: (n_test, d) features to classify.
-    num_classes: number of classes.
-    l2: weight of (1/2) ||W||^2 added to the mean cross-entropy; l2 = 1 / (C * n_train)
-      matches scikit-learn's `LogisticRegression(C=C)`.
-    max_iter: maximum number of L-BFGS iterations.
-    tol: stop once the L2 norm of the gradient falls below this.
+  Args: as `fit_linear_classifier`, plus test_features: (n_test, d) features to classify.
 
   Returns:
     (n_test,) int predictions.
   """
   train_features, train_labels, test_features = knn.check_train_test(
       train_features, train_labels, test_features, num_classes)
-  if l2 < 0:
-    raise ValueError(f"l2 must be >= 0, got {l2}.")
-  if max_iter < 1:
-    raise ValueError(f"max_iter must be >= 1, got {max_iter}.")
-  dtype = jnp.result_type(float)
-  predictions = _fit_and_predict(
-      jnp.asarray(train_features, dtype), jnp.asarray(train_labels),
-      jnp.asarray(test_features, dtype), num_classes, l2, max_iter, tol)
-  return np.asarray(predictions)
+  classifier = fit_linear_classifier(train_features, train_labels, num_classes=num_classes,
+                                     l2=l2, max_iter=max_iter, tol=tol, mesh=mesh)
+  return classifier.predict(test_features)
+
+
+def stratified_holdout(labels: np.ndarray, holdout_fraction: float,
+                       seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """Splits row indices into (fit, holdout), the same fraction of every class held out.
+
+  Each class holds out round(holdout_fraction * count) of its rows, chosen at random with
+  `seed`, but always keeps at least one row for fitting, so a class with a single row is never
+  held out (and the holdout may then be empty). Both index arrays are sorted.
+  """
+  if not 0 < holdout_fraction < 1:
+    raise ValueError(f"holdout_fraction must lie in (0, 1), got {holdout_fraction}.")
+  rng = np.random.default_rng(seed)
+  holdout = []
+  for label in np.unique(labels):
+    rows = rng.permutation(np.flatnonzero(labels == label))
+    size = min(int(round(holdout_fraction * len(rows))), len(rows) - 1)
+    holdout.append(rows[:size])
+  holdout = np.sort(np.concatenate(holdout))
+  fit = np.setdiff1d(np.arange(len(labels)), holdout)
+  return fit, holdout
+
+
+def select_l2(train_features: np.ndarray, train_labels: np.ndarray, *, num_classes: int,
+              l2_grid: tuple[float, ...] = DEFAULT_L2_GRID, holdout_fraction: float = 0.2,
+              seed: int = 0, max_iter: int = 1000, tol: float = 1e-4,
+              mesh: Mesh | None = None) -> L2Selection:
+  """Chooses l2 by held-out accuracy on a stratified split of the training rows.
+
+  The rows are split by `stratified_holdout`; the probe is fitted on the fit part for every l2
+  in the grid, strongest penalty first, each fit starting from the previous solution, and scored
+  on the held-out part. The best accuracy wins; ties go to the stronger penalty (the simpler
+  classifier). When no row can be held out (every class has a single row) the selection is
+  skipped and `FALLBACK_L2` is returned with NaN accuracies and num_holdout = 0.
+  """
+  train_features = knn.check_features(train_features, "train_features")
+  train_labels = knn.check_labels(train_labels, train_features.shape[0], num_classes,
+                                  "train_labels")
+  grid = tuple(sorted((float(value) for value in l2_grid), reverse=True))
+  if not grid:
+    raise ValueError("l2_grid must hold at least one value.")
+  for value in grid:
+    _check_solver_args(value, max_iter, tol)
+  fit_rows, holdout_rows = stratified_holdout(train_labels, holdout_fraction, seed)
+  if len(holdout_rows) == 0:
+    return L2Selection(FALLBACK_L2, grid, tuple(float("nan") for _ in grid), 0)
+  prepared = _prepare_rows(train_features[fit_rows], train_labels[fit_rows], num_classes, mesh)
+  holdout_features, holdout_labels = train_features[holdout_rows], train_labels[holdout_rows]
+  accuracies, init = [], None
+  for value in grid:
+    classifier = _fit_prepared(prepared, value, max_iter, tol, init)
+    init = jnp.asarray(classifier.weights), jnp.asarray(classifier.bias)
+    accuracies.append(float(np.mean(classifier.predict(holdout_features) == holdout_labels)))
+  best = int(np.argmax(accuracies))  # the first maximum: the strongest penalty among ties
+  return L2Selection(grid[best], grid, tuple(accuracies), len(holdout_rows))
+
+
+def linear_probe_with_selection(
+    train_features: np.ndarray, train_labels: np.ndarray, test_features: np.ndarray, *,
+    num_classes: int, l2_grid: tuple[float, ...] = DEFAULT_L2_GRID,
+    holdout_fraction: float = 0.2, seed: int = 0, max_iter: int = 1000, tol: float = 1e-4,
+    mesh: Mesh | None = None) -> tuple[np.ndarray, L2Selection]:
+  """`select_l2` on the training rows, then `linear_probe` on all of them with the chosen l2.
+
+  Returns:
+    (n_test,) int predictions, and the `L2Selection` (its `l2` is the value used).
+  """
+  train_features, train_labels, test_features = knn.check_train_test(
+      train_features, train_labels, test_features, num_classes)
+  selection = select_l2(train_features, train_labels, num_classes=num_classes, l2_grid=l2_grid,
+                        holdout_fraction=holdout_fraction, seed=seed, max_iter=max_iter,
+                        tol=tol, mesh=mesh)
+  predictions = linear_probe(train_features, train_labels, test_features,
+                             num_classes=num_classes, l2=selection.l2, max_iter=max_iter,
+                             tol=tol, mesh=mesh)
+  return predictions, selection
