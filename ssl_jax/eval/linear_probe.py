@@ -71,8 +71,8 @@ FALLBACK_L2 = 1e-4
 _PRECONDITIONER_EPS = 1e-6
 _COVARIANCE_ROWS_PER_DIM, _COVARIANCE_MIN_ROWS = 16, 4096
 # A step lowering the objective by less than this many ulps of it counts as no progress
-# (scipy's L-BFGS-B uses 64 float64 ulps).
-_NO_PROGRESS_ULPS = 4
+# (scipy's L-BFGS-B uses 64 float64 ulps); the solver stops after _MAX_STALLS in a row.
+_NO_PROGRESS_ULPS, _MAX_STALLS = 4, 3
 
 
 class LinearClassifier(NamedTuple):
@@ -227,29 +227,30 @@ def _solve(prepared: _Prepared, l2: jax.Array, init_weights: jax.Array, init_bia
   value_and_grad = optax.value_and_grad_from_state(objective)
 
   def step(carry):
-    params, state, _ = carry
+    params, state, stalls = carry
     value, grad = value_and_grad(params, state=state)
     updates, state = solver.update(grad, state, params, value=value, grad=grad,
                                    value_fn=objective)
-    return optax.apply_updates(params, updates), state, value
+    new_value = optax.tree.get(state, "value")
+    ulp = jnp.finfo(value.dtype).eps * jnp.maximum(jnp.abs(value), 1.0)
+    stalls = jnp.where(value - new_value > _NO_PROGRESS_ULPS * ulp, 0, stalls + 1)
+    return optax.apply_updates(params, updates), state, stalls
 
   def keep_going(carry):
-    _, state, previous_value = carry
-    value = optax.tree.get(state, "value")
-    # scipy's L-BFGS-B (scikit-learn's solver) also stops when a step no longer lowers the
-    # objective by more than a few ulps: in float32 a tight `tol` can sit below the gradient's
-    # rounding noise, and the line search would otherwise spin until max_iter.
-    ulp = jnp.finfo(value.dtype).eps * jnp.maximum(jnp.abs(value), 1.0)
-    progress = previous_value - value > _NO_PROGRESS_ULPS * ulp
+    _, state, stalls = carry
     converged = max_gradient(optax.tree.get(state, "grad")) <= tol
     count_ = optax.tree.get(state, "count")
-    # The state holds no gradient before the first step, hence the count == 0 clause.
-    return (count_ == 0) | ((count_ < max_iter) & ~converged & progress)
+    # The state holds no gradient before the first step, hence the count == 0 clause. Like
+    # scipy's L-BFGS-B (scikit-learn's solver), also stop when steps no longer lower the
+    # objective: in float32 a tight `tol` can sit below the gradient's rounding noise, and the
+    # line search would spin until max_iter. A single flat step is not enough, since the first
+    # step of a warm start can be tiny.
+    return (count_ == 0) | ((count_ < max_iter) & ~converged & (stalls < _MAX_STALLS))
 
   init_v = jnp.matmul(cholesky.T, init_weights, precision=jax.lax.Precision.HIGHEST)
   params = {"v": init_v, "b": jnp.where(prepared.present, init_bias, 0.0)}
   params, state, _ = jax.lax.while_loop(
-      keep_going, step, (params, solver.init(params), jnp.asarray(jnp.inf, l2.dtype)))
+      keep_going, step, (params, solver.init(params), jnp.asarray(0)))
   return to_weights(params["v"]), params["b"], optax.tree.get(state, "count")
 
 
