@@ -75,7 +75,8 @@ def test_select_l2_matches_sklearn_on_the_same_split(digits_split):
   expected = []
   for l2 in GRID:
     scaler, model = _sklearn_fit(train[fit], train_labels[fit], l2, tol=1e-6)
-    expected.append(np.mean(model.predict(scaler.transform(train[holdout])) == train_labels[holdout]))
+    predicted = model.predict(scaler.transform(train[holdout]))
+    expected.append(np.mean(predicted == train_labels[holdout]))
   np.testing.assert_allclose(selection.holdout_accuracy, expected, atol=1.5 / len(holdout))
   assert selection.l2 == GRID[int(np.argmax(expected))]
   assert selection.holdout_accuracy[GRID.index(selection.l2)] == max(selection.holdout_accuracy)

@@ -243,8 +243,8 @@ def _solve(prepared: _Prepared, l2: jax.Array, init_weights: jax.Array, init_bia
     # The state holds no gradient before the first step, hence the count == 0 clause. Like
     # scipy's L-BFGS-B (scikit-learn's solver), also stop when steps no longer lower the
     # objective: in float32 a tight `tol` can sit below the gradient's rounding noise, and the
-    # line search would spin until max_iter. A single flat step is not enough, since the first
-    # step of a warm start can be tiny.
+    # line search would spin until max_iter. Three flat steps in a row rather than one, so that
+    # a single short line-search step does not end the fit.
     return (count_ == 0) | ((count_ < max_iter) & ~converged & (stalls < _MAX_STALLS))
 
   init_v = jnp.matmul(cholesky.T, init_weights, precision=jax.lax.Precision.HIGHEST)
