@@ -216,7 +216,8 @@ def test_linear_probe_matches_sklearn(digits):
   sklearn_probe = LogisticRegression(C=1.0 / (l2 * len(train)), tol=1e-5, max_iter=5000)
   expected = sklearn_probe.fit(scaler.transform(train), train_labels).predict(
       scaler.transform(test))
-  predicted = linear_probe.linear_probe(train, train_labels, test, num_classes=10, l2=l2)
+  predicted = linear_probe.linear_probe(train, train_labels, test, num_classes=10, l2=l2,
+                                        tol=1e-5)
   accuracy, expected_accuracy = np.mean(predicted == test_labels), np.mean(expected == test_labels)
   assert abs(accuracy - expected_accuracy) <= 0.005
   assert np.mean(predicted == expected) >= 0.99
