@@ -84,7 +84,7 @@ def check_train_test(train_features: np.ndarray, train_labels: np.ndarray,
   return train_features, train_labels, test_features
 
 
-def _as_float(features: np.ndarray) -> jax.Array:
+def as_float(features: np.ndarray) -> jax.Array:
   # The default float dtype is float32, or float64 when the user has enabled jax_enable_x64.
   return jnp.asarray(features, dtype=jnp.result_type(float))
 
@@ -229,7 +229,7 @@ def top_k_neighbours(features_a: np.ndarray, features_b: np.ndarray, k: int, chu
 
   k = min(k, features_b.shape[0])
   chunk = min(chunk_size, features_a.shape[0])
-  return _top_k(_as_float(features_a), _as_float(features_b), k, chunk, metric, mesh)
+  return _top_k(as_float(features_a), as_float(features_b), k, chunk, metric, mesh)
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes",))
