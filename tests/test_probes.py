@@ -13,7 +13,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.semi_supervised import LabelPropagation, LabelSpreading
 
 from ssl_jax import parallel
-from ssl_jax.eval import knn, label_propagation, linear_probe
+from ssl_jax.eval import approximate_neighbours, knn, label_propagation, linear_probe
 
 NUM_CLASSES = 5
 
@@ -294,6 +294,58 @@ def test_label_spreading_more_neighbours_than_rows(digits):
                                                     n_neighbors=100)
   expected = _sklearn_spreading(features, partial, n_neighbors=40).label_distributions_
   np.testing.assert_allclose(predicted[:, :4], expected, atol=1e-5)
+
+
+def _recall(found, exact):
+  return np.mean([len(set(a) & set(b)) for a, b in zip(found, exact)]) / exact.shape[1]
+
+
+def test_clustered_search_probing_every_block_is_exact(digits):
+  features, _ = digits
+  features = _jittered(features)
+  exact_distances, exact_indices = knn.top_k_neighbours(features, features, 7, 512, "euclidean")
+  settings = approximate_neighbours.ClusteredSearch(block_size=100, probe_blocks=18, rounds=1)
+  distances, indices = approximate_neighbours.clustered_neighbours(
+      knn.as_float(features), 7, settings)
+  assert _recall(np.asarray(indices), np.asarray(exact_indices)) == 1.0
+  np.testing.assert_array_equal(np.asarray(indices)[:, 0], np.arange(len(features)))
+  # Squared-norm cancellation leaves up to ~0.05 of float32 noise near 0 on raw digits (norms ~50).
+  np.testing.assert_allclose(distances, exact_distances, rtol=1e-4, atol=0.1)
+
+
+def test_clustered_label_spreading_close_to_exact(digits):
+  features, labels = digits
+  features = _jittered(features)
+  partial = _few_labels(labels, 3, seed=0)
+  unlabelled = partial < 0
+  _, exact_indices = knn.top_k_neighbours(features, features, 7, 512, "euclidean")
+  one_round = approximate_neighbours.ClusteredSearch(block_size=64, probe_blocks=4, rounds=1)
+  settings = one_round._replace(rounds=3)
+  recalls = [_recall(np.asarray(approximate_neighbours.clustered_neighbours(
+      knn.as_float(features), 7, s)[1]), np.asarray(exact_indices)) for s in (one_round, settings)]
+  # Independent clusterings mend the edges one clustering cuts at its block borders.
+  assert recalls[0] < 0.9 < 0.97 < recalls[1]
+  exact = label_propagation.label_spreading(features, partial, num_classes=10)
+  approximate = label_propagation.label_spreading(features, partial, num_classes=10,
+                                                  approximate=settings)
+  exact_accuracy = np.mean(exact[unlabelled] == labels[unlabelled])
+  approximate_accuracy = np.mean(approximate[unlabelled] == labels[unlabelled])
+  assert abs(approximate_accuracy - exact_accuracy) <= 0.02
+  assert exact_accuracy > 0.8
+
+
+def test_clustered_search_rejects_bad_settings(digits):
+  features, labels = digits
+  with pytest.raises(ValueError, match="exceeds ClusteredSearch.block_size"):
+    approximate_neighbours.clustered_neighbours(
+        knn.as_float(features), 20, approximate_neighbours.ClusteredSearch(block_size=16))
+  with pytest.raises(ValueError, match="probe_blocks >= 2"):
+    approximate_neighbours.clustered_neighbours(
+        knn.as_float(features), 7, approximate_neighbours.ClusteredSearch(probe_blocks=1))
+  with pytest.raises(ValueError, match="pass mesh=None"):
+    label_propagation.label_spreading(features, labels, num_classes=10,
+                                      mesh=parallel.make_mesh(2),
+                                      approximate=approximate_neighbours.ClusteredSearch())
 
 
 def test_label_spreading_rejects_bad_inputs(digits):
