@@ -102,8 +102,15 @@ KEY_ALIGNMENT = 128
 
 
 def _chunked_top_k(queries: jax.Array, keys: jax.Array, key_bias: jax.Array, k: int, chunk: int,
-                   scale: float) -> tuple[jax.Array, jax.Array]:
-  """Top-k of scale * (queries . keys) + key_bias over the keys, `chunk` queries at a time."""
+                   scale: float, bias_is_padding_mask: bool) -> tuple[jax.Array, jax.Array]:
+  """Top-k of scale * (queries . keys) + key_bias over the keys, `chunk` queries at a time.
+
+  With `bias_is_padding_mask` (the cosine case: scale 1, bias 0 for real keys and -inf for
+  padding), the bias is only added when needed: adding it is a separate pass over the
+  (chunk x n_keys) block that costs ~10% of the search. The top k of the raw dot products is
+  the same unless a padded key (dot product 0) made it in, which only happens to a query with
+  fewer than k keys of positive similarity; that chunk is then redone with the bias.
+  """
   num_queries, dim = queries.shape
   num_chunks = -(-num_queries // chunk)
   # Zero-padding the last chunk to a full one gives every chunk the same shape, so the per-chunk
@@ -113,7 +120,12 @@ def _chunked_top_k(queries: jax.Array, keys: jax.Array, key_bias: jax.Array, k: 
   def search(block):
     # Without HIGHEST, GPUs/TPUs compute f32 matmuls in TF32/bf16, which reorders near neighbours.
     dots = jnp.matmul(block, keys.T, precision=jax.lax.Precision.HIGHEST)
-    return jax.lax.top_k(scale * dots + key_bias[None, :], k)
+    if not bias_is_padding_mask:
+      return jax.lax.top_k(scale * dots + key_bias[None, :], k)
+    scores, indices = jax.lax.top_k(dots, k)
+    found_padding = jnp.any(jnp.isinf(key_bias[indices]))
+    return jax.lax.cond(found_padding, lambda: tuple(jax.lax.top_k(dots + key_bias[None, :], k)),
+                        lambda: (scores, indices))
 
   # lax.map runs the chunks one after another, so only one (chunk x n_keys) block is live.
   scores, indices = jax.lax.map(search, queries.reshape(num_chunks, chunk, dim))
@@ -121,7 +133,8 @@ def _chunked_top_k(queries: jax.Array, keys: jax.Array, key_bias: jax.Array, k: 
 
 
 def _search(queries: jax.Array, keys: jax.Array, key_bias: jax.Array, k: int, chunk: int,
-            scale: float, mesh: Mesh | None) -> tuple[jax.Array, jax.Array]:
+            scale: float, bias_is_padding_mask: bool,
+            mesh: Mesh | None) -> tuple[jax.Array, jax.Array]:
   """Top-k scores and key indices, the keys split over the mesh's `data` axis.
 
   With a mesh, each device searches its n_keys / n_devices keys for every query, so its
@@ -139,11 +152,12 @@ def _search(queries: jax.Array, keys: jax.Array, key_bias: jax.Array, k: int, ch
   # A padded key scores -inf, below every real (finite) score, so it is never among the top k.
   key_bias = jnp.pad(key_bias, (0, padding), constant_values=-jnp.inf)
   if mesh is None:
-    return _chunked_top_k(queries, keys, key_bias, k, chunk, scale)
+    return _chunked_top_k(queries, keys, key_bias, k, chunk, scale, bias_is_padding_mask)
   local_k = min(k, per_device)  # n_devices * local_k >= num_keys >= k candidates remain.
 
   def search(local_queries, local_keys, local_bias):
-    scores, indices = _chunked_top_k(local_queries, local_keys, local_bias, local_k, chunk, scale)
+    scores, indices = _chunked_top_k(local_queries, local_keys, local_bias, local_k, chunk, scale,
+                                     bias_is_padding_mask)
     indices = indices + jax.lax.axis_index(parallel.DATA_AXIS) * per_device
     scores = jax.lax.all_gather(scores, parallel.DATA_AXIS, axis=1, tiled=True)
     indices = jax.lax.all_gather(indices, parallel.DATA_AXIS, axis=1, tiled=True)
@@ -168,7 +182,8 @@ def _prepare(queries: jax.Array, keys: jax.Array,
   return queries, keys, -jnp.sum(keys * keys, axis=1), jnp.sum(queries * queries, axis=1)
 
 
-_search_jit = jax.jit(_search, static_argnames=("k", "chunk", "scale", "mesh"))
+_search_jit = jax.jit(_search, static_argnames=("k", "chunk", "scale", "bias_is_padding_mask",
+                                               "mesh"))
 
 
 @jax.jit
@@ -183,7 +198,7 @@ def _top_k(queries: jax.Array, keys: jax.Array, k: int, chunk: int, metric: str,
   # the row norms differently, and the last-bit differences would reorder near-tied neighbours.
   queries, keys, key_bias, query_bias = _prepare(queries, keys, metric)
   scale = 1.0 if metric == "cosine" else 2.0
-  scores, indices = _search_jit(queries, keys, key_bias, k, chunk, scale, mesh)
+  scores, indices = _search_jit(queries, keys, key_bias, k, chunk, scale, metric == "cosine", mesh)
   if metric == "cosine":
     return scores, indices
   return _distances(query_bias, scores), indices
