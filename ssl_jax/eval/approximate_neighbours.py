@@ -5,7 +5,8 @@ propagation's time. Inverted-file search (Jegou et al. 2011, "Product Quantizati
 Neighbor Search", Sec. 4, IVF) searches only the few cells nearest to a query. Here the cells
 are made equal-sized so every shape is static under jit:
 
-1. a few Lloyd (k-means) iterations over `num_blocks` centroids started from random rows;
+1. a few Lloyd (k-means) iterations over n / block_size centroids, on a random sample of
+   16 rows per centroid, then every row is assigned to its nearest centroid;
 2. rows are sorted by their nearest centroid and the sorted order is cut into blocks of
    `block_size` consecutive rows, so each block holds rows of one or two neighbouring clusters;
 3. each block is searched, exactly, over the rows of the `probe_blocks` blocks whose means are
@@ -51,22 +52,37 @@ def _sq_distances(a: jax.Array, b: jax.Array) -> jax.Array:
   return jnp.sum(a * a, axis=1)[:, None] - 2.0 * dots + jnp.sum(b * b, axis=1)[None, :]
 
 
+# Lloyd iterations run on this many sampled rows per centroid; only the final assignment of all
+# rows is O(n * num_blocks * d), which keeps the clustering a small share of the search.
+KMEANS_SAMPLE_PER_CENTROID = 16
+ASSIGNMENT_CHUNK = 4096
+
+
 def _kmeans_assignment(features: jax.Array, num_clusters: int, iterations: int,
                        rng: jax.Array) -> jax.Array:
-  """Nearest-centroid index of every row after a few Lloyd iterations from random rows."""
-  n = features.shape[0]
-  centroids = features[jax.random.choice(rng, n, (num_clusters,), replace=False)]
+  """Nearest-centroid index of every row, centroids from a few Lloyd iterations on a sample."""
+  n, dim = features.shape
+  sample_rng, init_rng = jax.random.split(rng)
+  sample = features[jax.random.choice(sample_rng, n, (min(n, KMEANS_SAMPLE_PER_CENTROID *
+                                                          num_clusters),), replace=False)]
+  centroids = sample[jax.random.choice(init_rng, sample.shape[0], (num_clusters,), replace=False)]
 
   def lloyd(_, centroids):
-    assignment = jnp.argmin(_sq_distances(features, centroids), axis=1)
-    sums = jax.ops.segment_sum(features, assignment, num_segments=num_clusters)
-    counts = jax.ops.segment_sum(jnp.ones(n, features.dtype), assignment,
+    assignment = jnp.argmin(_sq_distances(sample, centroids), axis=1)
+    sums = jax.ops.segment_sum(sample, assignment, num_segments=num_clusters)
+    counts = jax.ops.segment_sum(jnp.ones(sample.shape[0], sample.dtype), assignment,
                                  num_segments=num_clusters)
     # An emptied cluster keeps its old centroid rather than collapsing to the origin.
     return jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1.0)[:, None], centroids)
 
   centroids = jax.lax.fori_loop(0, iterations, lloyd, centroids)
-  return jnp.argmin(_sq_distances(features, centroids), axis=1)
+  # Assigned in chunks, so the distance block is (ASSIGNMENT_CHUNK x num_clusters), not n x it.
+  chunk = min(ASSIGNMENT_CHUNK, n)
+  num_chunks = -(-n // chunk)
+  padded = jnp.pad(features, ((0, num_chunks * chunk - n), (0, 0)))
+  assignment = jax.lax.map(lambda rows: jnp.argmin(_sq_distances(rows, centroids), axis=1),
+                           padded.reshape(num_chunks, chunk, dim))
+  return assignment.reshape(-1)[:n]
 
 
 def _one_clustering(features: jax.Array, rng: jax.Array, k: int, block_size: int,
