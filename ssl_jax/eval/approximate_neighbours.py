@@ -25,8 +25,9 @@ accuracy within 0.4 points with 3 rounds of 4 x 64-row blocks).
 The cost is n x (rounds * probe_blocks * block_size) x d instead of n x n x d. A true neighbour is missed
 only when it lies in a block not probed, so the neighbours found are the exact top k of a
 candidate set that always contains the row itself: distances are exact, a missed neighbour is
-replaced by the next nearest candidate. Recall, and how much it matters, depend on the data;
-`experiments/benchmark_eval.py --probes label_propagation_approximate` measures it.
+replaced by the next nearest candidate. Recall, and how much it matters, depend on the data (see
+`label_propagation.label_distributions`); `experiments/benchmark_eval.py --probes
+label_propagation_approximate` measures it against scikit-learn's exact graph.
 """
 
 import functools
