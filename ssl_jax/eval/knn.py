@@ -95,9 +95,10 @@ def _l2_normalise(x: jax.Array) -> jax.Array:
   return x / jnp.maximum(norms, 1e-12)
 
 
-# Each device's key block is padded to a multiple of this many rows. XLA's CPU matmul computes a
-# column bit-identically whenever the number of columns is such a multiple (it is not at ragged
-# edges), so the scores, and hence the neighbour order, do not depend on the device count.
+# Each device's key block is padded to a multiple of this many rows. XLA's CPU matmul was measured
+# to compute a column bit-identically whenever the number of columns is a multiple of 64 (not at
+# ragged edges), so the scores, and hence the neighbour order, do not depend on the device count;
+# tests/test_probes.py checks this over 3 and 8 devices.
 KEY_ALIGNMENT = 128
 
 
@@ -172,7 +173,7 @@ def _search(queries: jax.Array, keys: jax.Array, key_bias: jax.Array, k: int, ch
 @functools.partial(jax.jit, static_argnames=("metric",))
 def _prepare(queries: jax.Array, keys: jax.Array,
              metric: str) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-  """Returns (queries, keys, key_bias, query_bias): the search ranks scale * q.x + key_bias."""
+  """Returns (queries, keys, key_bias, query_sq_norms); the search ranks scale * q.x + key_bias."""
   if metric == "cosine":
     # Ranking by the dot product of unit rows is ranking by cosine similarity.
     queries, keys = _l2_normalise(queries), _l2_normalise(keys)
@@ -196,12 +197,12 @@ def _top_k(queries: jax.Array, keys: jax.Array, k: int, chunk: int, metric: str,
            mesh: Mesh | None) -> tuple[jax.Array, jax.Array]:
   # The normalisation runs as its own unsharded program: inside a sharded one XLA may vectorise
   # the row norms differently, and the last-bit differences would reorder near-tied neighbours.
-  queries, keys, key_bias, query_bias = _prepare(queries, keys, metric)
+  queries, keys, key_bias, query_sq_norms = _prepare(queries, keys, metric)
   scale = 1.0 if metric == "cosine" else 2.0
   scores, indices = _search_jit(queries, keys, key_bias, k, chunk, scale, metric == "cosine", mesh)
   if metric == "cosine":
     return scores, indices
-  return _distances(query_bias, scores), indices
+  return _distances(query_sq_norms, scores), indices
 
 
 def top_k_neighbours(features_a: np.ndarray, features_b: np.ndarray, k: int, chunk_size: int,
