@@ -105,9 +105,11 @@ def _one_clustering(features: jax.Array, rng: jax.Array, k: int, block_size: int
   blocks = rows.reshape(num_blocks, block_size, dim)
   block_valid = valid.reshape(num_blocks, block_size, 1)
   means = jnp.sum(blocks * block_valid, axis=1) / jnp.maximum(jnp.sum(block_valid, axis=1), 1.0)
-  # Each block's own mean is at distance 0, so a block always probes itself (and a row finds
-  # itself, as in the exact search).
-  _, probed = jax.lax.top_k(-_sq_distances(means, means), probe_blocks)
+  # Each block probes itself first (so a row finds itself, as in the exact search), even where
+  # rounding makes another block's mean look as near as its own.
+  block_distances = jnp.where(jnp.eye(num_blocks, dtype=bool), -jnp.inf,
+                              _sq_distances(means, means))
+  _, probed = jax.lax.top_k(-block_distances, probe_blocks)
 
   def search(block, probed_blocks):
     candidates = (probed_blocks[:, None] * block_size + jnp.arange(block_size)).reshape(-1)
