@@ -3,6 +3,10 @@ r"""Speed and agreement of the frozen-feature probes against scikit-learn, on sy
     python experiments/benchmark_eval.py --n 20000 --dim 128 --classes 10 --probes label_propagation
     python experiments/benchmark_eval.py --n 50000 --dim 128 --classes 10 --probes knn
     python experiments/benchmark_eval.py --n 50000 --dim 512 --classes 10 --probes linear
+    python experiments/benchmark_eval.py --n 20000 --dim 128 --classes 10 \
+        --probes label_propagation_approximate
+    python experiments/benchmark_eval.py --n 3000 --dim 128 --classes 10 \
+        --probes label_propagation_rbf
     /usr/bin/time -v python experiments/benchmark_eval.py --n 200000 --dim 256 --classes 10 \
         --probes knn,label_propagation --skip_sklearn
 
@@ -20,6 +24,13 @@ Probes and their scikit-learn counterparts, with matching settings:
   label_propagation: `label_spreading` vs `LabelSpreading(kernel="knn")`, both with
     n_neighbors=7, alpha=0.2, max_iter=30, transductive over train + test with 10 labelled train
     rows per class, scored on the unlabelled rows.
+  label_propagation_approximate: as label_propagation, but our graph comes from the clustered
+    search (`approximate=ClusteredSearch()`); scikit-learn's is exact.
+  label_propagation_rbf: `rbf_label_propagation` vs `LabelPropagation(kernel="rbf")`, both with
+    gamma=0.2 (same-cluster rows, at squared distance ~28 for the default spread, then outweigh
+    the other clusters, at ~60, by ~600x),
+    max_iter=1000, tol=1e-3, on the same split as label_propagation; dense O(n^2), for n up to
+    `label_propagation.DEFAULT_RBF_MAX_ROWS`.
   linear: `linear_probe(l2=--l2)` vs standardised `LogisticRegression(C=1 / (l2 * n_train),
     max_iter=1000)` (lbfgs), the same objective and stopping rule (max |gradient| <= 1e-4);
     fitted on train, scored on test.
@@ -51,14 +62,16 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.semi_supervised import LabelSpreading
+from sklearn.semi_supervised import LabelPropagation, LabelSpreading
 
 from ssl_jax.eval import knn, label_propagation, linear_probe
+from ssl_jax.eval.approximate_neighbours import ClusteredSearch
 
 LATENT_DIM = 16
 TRAIN_FRACTION = 0.8
 KNN_K, KNN_TEMPERATURE = 20, 0.07
 LP_NEIGHBOURS, LP_ALPHA, LP_MAX_ITER, LP_LABELS_PER_CLASS = 7, 0.2, 30, 10
+RBF_GAMMA, RBF_MAX_ITER, RBF_TOL = 0.2, 1000, 1e-3
 
 
 class Data(NamedTuple):
@@ -109,8 +122,8 @@ def knn_probe(data: Data, classes: int, l2: float) -> Probe:
   return Probe(ours, sklearn, data.test_y)
 
 
-def label_propagation_probe(data: Data, classes: int, l2: float) -> Probe:
-  del l2  # Only the linear probe is regularised.
+def _transductive_split(data: Data, classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """All rows, their labels with all but LP_LABELS_PER_CLASS train rows per class set to -1."""
   features = np.concatenate([data.train_x, data.test_x])
   labels = np.concatenate([data.train_y, data.test_y])
   partial = np.full_like(labels, -1)
@@ -118,17 +131,50 @@ def label_propagation_probe(data: Data, classes: int, l2: float) -> Probe:
     # Train rows are already in random order, so the first few of a class are a random sample.
     rows = np.flatnonzero(data.train_y == label)[:LP_LABELS_PER_CLASS]
     partial[rows] = label
+  return features, labels, partial
+
+
+def _spreading_probe(data: Data, classes: int, approximate: ClusteredSearch | None) -> Probe:
+  features, labels, partial = _transductive_split(data, classes)
   unlabelled = partial == -1
 
   def ours() -> np.ndarray:
     return label_propagation.label_spreading(
         features, partial, num_classes=classes, n_neighbors=LP_NEIGHBOURS, alpha=LP_ALPHA,
-        max_iter=LP_MAX_ITER)[unlabelled]
+        max_iter=LP_MAX_ITER, approximate=approximate)[unlabelled]
 
   def sklearn() -> np.ndarray:
     spreading = LabelSpreading(kernel="knn", n_neighbors=LP_NEIGHBOURS, alpha=LP_ALPHA,
                                max_iter=LP_MAX_ITER)
     return spreading.fit(features, partial).transduction_[unlabelled]
+
+  return Probe(ours, sklearn, labels[unlabelled])
+
+
+def label_propagation_probe(data: Data, classes: int, l2: float) -> Probe:
+  del l2  # Only the linear probe is regularised.
+  return _spreading_probe(data, classes, approximate=None)
+
+
+def label_propagation_approximate_probe(data: Data, classes: int, l2: float) -> Probe:
+  del l2  # Only the linear probe is regularised.
+  return _spreading_probe(data, classes, approximate=ClusteredSearch())
+
+
+def label_propagation_rbf_probe(data: Data, classes: int, l2: float) -> Probe:
+  del l2  # Only the linear probe is regularised.
+  features, labels, partial = _transductive_split(data, classes)
+  unlabelled = partial == -1
+
+  def ours() -> np.ndarray:
+    return label_propagation.rbf_label_propagation(
+        features, partial, num_classes=classes, gamma=RBF_GAMMA, max_iter=RBF_MAX_ITER,
+        tol=RBF_TOL)[unlabelled]
+
+  def sklearn() -> np.ndarray:
+    propagation = LabelPropagation(kernel="rbf", gamma=RBF_GAMMA, max_iter=RBF_MAX_ITER,
+                                   tol=RBF_TOL)
+    return propagation.fit(features, partial).transduction_[unlabelled]
 
   return Probe(ours, sklearn, labels[unlabelled])
 
@@ -177,7 +223,9 @@ def linear_selected_probe(data: Data, classes: int, l2: float) -> Probe:
 
 
 PROBES = {"knn": knn_probe, "label_propagation": label_propagation_probe,
-          "linear": linear_probe_probe, "linear_selected": linear_selected_probe}
+          "label_propagation_approximate": label_propagation_approximate_probe,
+          "label_propagation_rbf": label_propagation_rbf_probe, "linear": linear_probe_probe,
+          "linear_selected": linear_selected_probe}
 
 
 def timed(predict: Callable[[], np.ndarray]) -> tuple[np.ndarray, float]:
