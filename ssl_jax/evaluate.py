@@ -48,8 +48,10 @@ def labelled_subset(labels: np.ndarray, per_class: int, num_classes: int, seed: 
 
 
 def run_protocol(protocol: str, train: tuple, test: tuple, labelled: np.ndarray,
-                 num_classes: int, eval_config) -> float:
-  """Test accuracy of one protocol given the labelled train indices."""
+                 num_classes: int, eval_config, mesh: jax.sharding.Mesh | None = None,
+                 seed: int = 0) -> float:
+  """Test accuracy of one protocol given the labelled train indices. With `mesh`, kNN, label
+  propagation and the linear probe shard their work over its devices."""
   from ssl_jax.eval import fewshot, knn, label_propagation, linear_probe  # pylint: disable=g-import-not-at-top
   (train_x, train_y), (test_x, test_y) = train, test
   if protocol == "fewshot":
@@ -57,14 +59,23 @@ def run_protocol(protocol: str, train: tuple, test: tuple, labelled: np.ndarray,
                                            num_classes=num_classes,
                                            l2=eval_config.get("fewshot_l2", 1.0))
   elif protocol == "linear":
-    l2 = 1.0 / (eval_config.linear_c * len(labelled))  # scikit-learn's C, per example
-    predictions = linear_probe.linear_probe(
-        train_x[labelled], train_y[labelled], test_x, num_classes=num_classes, l2=l2,
-        max_iter=eval_config.linear_max_iter)
+    settings = dict(max_iter=eval_config.linear_max_iter,
+                    tol=eval_config.get("linear_tol", 1e-4), mesh=mesh)
+    if eval_config.get("linear_l2", "fixed") == "heldout":
+      predictions, selection = linear_probe.linear_probe_with_selection(
+          train_x[labelled], train_y[labelled], test_x, num_classes=num_classes, seed=seed,
+          **settings)
+      logging.info("linear probe: l2 %g chosen on %d held-out rows", selection.l2,
+                   selection.num_holdout)
+    else:
+      l2 = 1.0 / (eval_config.linear_c * len(labelled))  # scikit-learn's C, per example
+      predictions = linear_probe.linear_probe(
+          train_x[labelled], train_y[labelled], test_x, num_classes=num_classes, l2=l2,
+          **settings)
   elif protocol == "knn":
     predictions = knn.knn_predict(
         train_x[labelled], train_y[labelled], test_x, num_classes=num_classes,
-        k=eval_config.knn_k, temperature=eval_config.knn_temperature)
+        k=eval_config.knn_k, temperature=eval_config.knn_temperature, mesh=mesh)
   elif protocol == "label_propagation":
     known = np.full(len(train_x) + len(test_x), -1, np.int64)
     known[labelled] = train_y[labelled]
@@ -72,7 +83,7 @@ def run_protocol(protocol: str, train: tuple, test: tuple, labelled: np.ndarray,
         np.concatenate([train_x, test_x]), known, num_classes=num_classes,
         n_neighbors=eval_config.propagation_neighbors, alpha=eval_config.propagation_alpha,
         max_iter=eval_config.propagation_max_iter,
-        tol=eval_config.propagation_tol)[len(train_x):]
+        tol=eval_config.propagation_tol, mesh=mesh)[len(train_x):]
   else:
     raise UserError(f"unknown eval protocol '{protocol}': use linear, knn, label_propagation "
                     "or fewshot")
@@ -210,6 +221,9 @@ def evaluate(config, restored: Restored, sources: dict | None = None) -> dict:
   if sources is None:
     sources = feature_sets(config, restored)
   num_classes = restored.num_classes
+  # Every process holds all the features; the probes shard over this process's devices
+  # (a mesh spanning processes would leave each with only part of the predictions).
+  probe_mesh = restored.mesh if jax.process_count() == 1 else None
   cells = [(source, protocol, per_class) for source in sources
            for protocol in config.eval.protocols for per_class in config.eval.labels_per_class]
   results = []
@@ -220,7 +234,8 @@ def evaluate(config, restored: Restored, sources: dict | None = None) -> dict:
     try:
       accuracies = [run_protocol(protocol, train, test,
                                  labelled_subset(train[1], per_class, num_classes, seed),
-                                 num_classes, config.eval) for seed in range(seeds)]
+                                 num_classes, config.eval, probe_mesh, seed)
+                    for seed in range(seeds)]
     except ValueError as e:  # a probe's input check, e.g. NaN features from a diverged run
       raise UserError(f"{protocol} on {source} features: {e}") from None
     results.append({"features": source, "protocol": protocol,

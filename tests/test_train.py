@@ -84,7 +84,8 @@ def test_one_step_on_mock_tfds(tmp_path, variant, num_examples):
 def test_pretrain_then_evaluate_from_checkpoint(tmp_path, data_dir):
   workdir = str(tmp_path / "run")
   train.run(tiny_digits(data_dir, total_steps=12, evaluate_at_end=True, **{
-      "eval.plots": True, "eval.finetune.fractions": (0.1,), "eval.finetune.epochs": (30,),
+      "eval.linear_l2": "heldout", "eval.plots": True, "eval.finetune.fractions": (0.1,),
+      "eval.finetune.epochs": (30,),
       "eval.finetune.min_steps": 3,
       "eval.finetune.batch_size": 16}), workdir)
   report = json.load(open(os.path.join(workdir, "eval", "report.json")))
