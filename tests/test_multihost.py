@@ -54,4 +54,5 @@ def test_two_process_run_trains_checkpoints_and_evaluates(tmp_path):
   finetuned = report["results"][-1]
   # 10% of each class of the 1,257 training digits, gathered from both processes' shards.
   assert finetuned["protocol"] == "finetune" and 12 <= finetuned["labels_per_class"] <= 13
-  assert finetuned["accuracy"] > 0.1
+  assert finetuned["accuracy"] > 0.1 and finetuned["label_fraction"] == 0.1
+  assert "| finetune | 10% (" in open(workdir / "eval" / "report.md").read()

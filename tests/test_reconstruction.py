@@ -256,19 +256,22 @@ def test_autoencoder_pictures_show_input_noisy_input_and_the_network_output(init
 
 
 def test_training_then_evaluation_writes_the_vaes_pictures_into_the_report(data_dir, tmp_path):
-  """End to end through the trainer's evaluate-at-end: the VAE's three pictures are written
-  as PNGs beside the report and linked from report.md (one cheap protocol, to keep it fast)."""
+  """End to end through the trainer's evaluate-at-end: the VAE's three pictures and the two
+  plots are written as PNGs beside the report and linked from report.md (one cheap protocol
+  and one feature source, to keep it fast)."""
   config = tiny_reconstruction("vae", data_dir, total_steps=2, evaluate_at_end=True, **{
       "eval.protocols": ("knn",), "eval.feature_sources": ("ssl",),
       "eval.labels_per_class": (0,), "eval.seeds": 1, "eval.num_pictures": 3,
-      "eval.plots": False, "eval.finetune.fractions": ()})
+      "eval.plots": True, "eval.finetune.fractions": ()})
   workdir = str(tmp_path / "vae")
   train.run(config, workdir)
   report = json.load(open(os.path.join(workdir, "eval", "report.json")))
   assert report["pictures"] == ["reconstructions.png", "samples.png", "traversal.png"]
+  assert report["plots"] == ["accuracy_vs_labels.png", "feature_map.png"]
   markdown = open(os.path.join(workdir, "eval", "report.md")).read()
-  for name in report["pictures"]:
+  for name in report["plots"] + report["pictures"]:
     assert f"![{name}]({name})" in markdown
+    assert Image.open(os.path.join(workdir, "eval", name)).size[0] > 100
   # 3 test images, input beside reconstruction: 8 px cells enlarged to 64 px, 1 px gutters.
   reconstructions = np.asarray(Image.open(os.path.join(workdir, "eval", "reconstructions.png")))
   assert reconstructions.shape == (3 * 65 - 1, 2 * 65 - 1)

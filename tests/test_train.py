@@ -8,7 +8,6 @@ import sys
 import jax
 import numpy as np
 import pytest
-from PIL import Image
 import tensorflow_datasets as tfds
 
 from configs import simclr
@@ -83,16 +82,10 @@ def test_one_step_on_mock_tfds(tmp_path, variant, num_examples):
 
 def test_pretrain_then_evaluate_from_checkpoint(tmp_path, data_dir):
   workdir = str(tmp_path / "run")
-  train.run(tiny_digits(data_dir, total_steps=12, evaluate_at_end=True, **{
-      "eval.linear_l2": "heldout", "eval.plots": True, "eval.finetune.fractions": (0.1,),
-      "eval.finetune.epochs": (30,),
-      "eval.finetune.min_steps": 3,
-      "eval.finetune.batch_size": 16}), workdir)
+  train.run(tiny_digits(data_dir, total_steps=12, evaluate_at_end=True), workdir)
   report = json.load(open(os.path.join(workdir, "eval", "report.json")))
   assert report["dataset"] == "digits" and report["checkpoint_step"] == 12
-  finetuned = [r for r in report["results"] if r["protocol"] == "finetune"]
-  rows = {(r["features"], r["protocol"], r["labels_per_class"]): r for r in report["results"]
-          if r["protocol"] != "finetune"}
+  rows = {(r["features"], r["protocol"], r["labels_per_class"]): r for r in report["results"]}
   assert set(rows) == {(f, p, n) for f in ("ssl", "random_init", "raw")
                        for p in ("linear", "knn", "label_propagation", "fewshot")
                        for n in (1, None)}
@@ -100,16 +93,6 @@ def test_pretrain_then_evaluate_from_checkpoint(tmp_path, data_dir):
     assert set(row) == {"features", "protocol", "labels_per_class", "accuracy", "std", "seeds"}
     assert row["seeds"] == 2
     assert 0.0 <= row["accuracy"] <= 1.0
-  # Fine-tuning from the checkpoint and, as its baseline, from the initialisation.
-  assert [(r["features"], r["label_fraction"], r["seeds"]) for r in finetuned] == [
-      ("ssl", 0.1, 1), ("random_init", 0.1, 1)]
-  assert all(12 <= r["labels_per_class"] <= 13 and 0 <= r["accuracy"] <= 1 for r in finetuned)
-  markdown = open(os.path.join(workdir, "eval", "report.md")).read()
-  assert "| finetune | 10% (" in markdown
-  assert report["plots"] == ["accuracy_vs_labels.png", "feature_map.png"]
-  for name in report["plots"]:
-    assert f"![{name}]({name})" in markdown
-    assert Image.open(os.path.join(workdir, "eval", name)).size[0] > 300
   # Raw pixels with all labels are a strong baseline on digits (scikit-learn: 97.2% logistic).
   assert rows[("raw", "linear", None)]["accuracy"] > 0.94
   assert rows[("raw", "knn", None)]["accuracy"] > 0.94
