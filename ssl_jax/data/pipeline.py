@@ -29,7 +29,7 @@ import tensorflow_datasets as tfds
 
 from ssl_jax.data.builders import digits  # pylint: disable=unused-import  (registers "digits")
 from ssl_jax.data.builders import photos  # pylint: disable=unused-import  (registers "photos")
-from ssl_jax.data.builders import python_docs  # pylint: disable=unused-import  (registers "python_docs")
+from ssl_jax.data.builders import python_docs  # pylint: disable=unused-import  (registers it)
 from ssl_jax.errors import UserError
 
 # TF only runs host-side input ops here; keep it off the accelerators JAX owns.
@@ -65,9 +65,9 @@ class DatasetInfo:
 def load_builder(config: Any) -> tfds.core.DatasetBuilder:
   """Returns the TFDS builder of `config.dataset`, ready to read.
 
-  Embedded datasets (digits, photos, python_docs/<config>) are prepared into `config.data.data_dir` on first
-  use, offline. Real datasets are never downloaded implicitly: an unprepared
-  one raises a UserError saying how to prepare it.
+  Embedded datasets (digits, photos, python_docs/<config>) are prepared into
+  `config.data.data_dir` on first use, offline. Real datasets are never downloaded
+  implicitly: an unprepared one raises a UserError saying how to prepare it.
   """
   name = config.dataset
   try:

@@ -172,7 +172,8 @@ def _token_ids(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
   """The WordPiece ids of each text, without special tokens."""
   if isinstance(texts, str):
     raise ValueError("texts must be a sequence of strings, not one string")
-  return [encoding.ids for encoding in tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+  encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+  return [encoding.ids for encoding in encodings]
 
 
 def _pad(rows: list[list[int]], max_length: int) -> tuple[np.ndarray, np.ndarray]:

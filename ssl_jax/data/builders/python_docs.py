@@ -63,9 +63,10 @@ MODULES = (
 _SKIPPED_PARTS = frozenset({"__main__", "test", "tests", "idle_test"})
 
 # Classes of `labelled`: the top-level packages and modules that document about 100 or more
-# distinct objects on Python 3.11 (95 to 315), less `distutils` and `lib2to3` (deprecated, gone in 3.12)
-# and `encodings` (codec boilerplate). `json` (19 docstrings), `sqlite3` and `ctypes` have
-# too few for a test split that measures anything. Alphabetical; the label is the index.
+# distinct objects on Python 3.11 (95 to 315), less `distutils` and `lib2to3` (deprecated,
+# gone in 3.12) and `encodings` (codec boilerplate). `json` (19 docstrings), `sqlite3` and
+# `ctypes` have too few for a test split that measures anything. Alphabetical; the label is
+# the index.
 LABELLED_PACKAGES = (
     "ast", "asyncio", "collections", "decimal", "email", "http", "importlib", "inspect",
     "logging", "mailbox", "multiprocessing", "tarfile", "unittest", "urllib", "xml",
