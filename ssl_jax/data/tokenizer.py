@@ -1,10 +1,12 @@
-"""A BERT-style WordPiece tokenizer, trained offline with Hugging Face `tokenizers`.
+"""A BERT-style WordPiece tokenizer, trained offline on the run's own corpus.
 
-Text objectives (masked LM, causal LM, text classification probes) need a vocabulary that
-fits their corpus; the embedded `python_docs` corpus is small and technical, so a tokenizer
-trained on its training split beats a borrowed one and needs no download. A run trains it
-once, saves it as one JSON file in its workdir, and evaluation or inference reload exactly
-that vocabulary with `load`.
+Text objectives (masked LM, causal LM, text-classification probes) need a vocabulary; one
+learned from the training split of the embedded `python_docs` corpus needs no download and
+covers its technical words. A run trains it once, saves it as one JSON file in its workdir,
+and evaluation or inference reload exactly that vocabulary with `load`. Hugging Face
+`tokenizers` does the normalising, pre-tokenising, encoding and the JSON format; the
+vocabulary is learned here (`_learn_vocabulary`) because its own trainer is not
+deterministic.
 
 The special tokens have fixed ids, the same for every vocabulary size, so methods can name
 them without looking them up: [PAD]=0 (padding, masked out of attention), [UNK]=1,
@@ -50,17 +52,31 @@ def _merged(first: str, second: str) -> str:
   return first + second[len(_SUBWORD_PREFIX):]
 
 
+def _merge_pair(pieces: list[str], pair: tuple[str, str], token: str) -> list[str]:
+  """`pieces` with every occurrence of `pair`, left to right, replaced by `token`."""
+  merged, i = [], 0
+  while i < len(pieces):
+    if i + 1 < len(pieces) and (pieces[i], pieces[i + 1]) == pair:
+      merged.append(token)
+      i += 2
+    else:
+      merged.append(pieces[i])
+      i += 1
+  return merged
+
+
 def _learn_vocabulary(word_counts: Counter, vocab_size: int, min_frequency: int) -> list[str]:
   """Learns WordPiece tokens by greedy pair merging, the algorithm of `tokenizers`'
   WordPieceTrainer (byte-pair encoding, Sennrich et al., 2016, over characters, with
-  "##" continuation pieces), with ties broken by the pair's text.
+  "##" continuation pieces), with ties broken by the pairs' text.
 
   Not `WordPieceTrainer` itself: in tokenizers 0.23 it breaks ties between equally
   frequent pairs by hash-map order, so two runs on the same texts give different
   vocabularies (measured: up to 28 of 8,000 tokens differ). Every word starts as its
   characters; the most frequent adjacent pair (counted over word occurrences, at least
   `min_frequency`) is merged everywhere and its join becomes a token, until the vocabulary
-  (special tokens, every character seen, merged tokens) has `vocab_size` entries.
+  (special tokens, every character seen, merged tokens) has `vocab_size` entries. Among
+  equally frequent pairs the alphabetically first is merged.
   """
   words = [[word[0], *(_SUBWORD_PREFIX + c for c in word[1:])] for word in word_counts]
   counts = list(word_counts.values())
@@ -91,15 +107,7 @@ def _learn_vocabulary(word_counts: Counter, vocab_size: int, min_frequency: int)
       for old in zip(pieces, pieces[1:]):
         pair_counts[old] -= counts[index]
         changed.add(old)
-      merged, i = [], 0
-      while i < len(pieces):
-        if i + 1 < len(pieces) and (pieces[i], pieces[i + 1]) == pair:
-          merged.append(token)
-          i += 2
-        else:
-          merged.append(pieces[i])
-          i += 1
-      words[index] = merged
+      merged = words[index] = _merge_pair(pieces, pair, token)
       for new in zip(merged, merged[1:]):
         pair_counts[new] += counts[index]
         pair_words.setdefault(new, set()).add(index)
@@ -125,6 +133,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, lowercase: bool = Tru
   if vocab_size <= len(SPECIAL_TOKENS):
     raise ValueError(
         f"vocab_size {vocab_size} leaves no room beyond the {len(SPECIAL_TOKENS)} special tokens")
+  if isinstance(texts, str):
+    raise ValueError("texts must be an iterable of strings, not one string")
   reader = _new_tokenizer({token: i for i, token in enumerate(SPECIAL_TOKENS)}, lowercase)
   word_counts: Counter = Counter()
   for text in texts:
