@@ -29,6 +29,7 @@ import tensorflow_datasets as tfds
 
 from ssl_jax.data.builders import digits  # pylint: disable=unused-import  (registers "digits")
 from ssl_jax.data.builders import photos  # pylint: disable=unused-import  (registers "photos")
+from ssl_jax.data.builders import python_docs  # pylint: disable=unused-import  (registers it)
 from ssl_jax.errors import UserError
 
 # TF only runs host-side input ops here; keep it off the accelerators JAX owns.
@@ -36,7 +37,7 @@ if tf.config.list_physical_devices("GPU"):
   tf.config.set_visible_devices([], "GPU")
 
 # Datasets whose builders live in `ssl_jax.data.builders` and prepare offline.
-_EMBEDDED = frozenset({"digits", "photos"})
+_EMBEDDED = frozenset({"digits", "photos", "python_docs"})
 _CROPS = ("none", "random_resized")
 _EVAL_CROPS = ("none", "center")
 # Training shards whose decoded uint8 images fit in this many bytes (CIFAR's
@@ -64,9 +65,9 @@ class DatasetInfo:
 def load_builder(config: Any) -> tfds.core.DatasetBuilder:
   """Returns the TFDS builder of `config.dataset`, ready to read.
 
-  Embedded datasets (digits, photos) are prepared into `config.data.data_dir` on first
-  use, offline. Real datasets are never downloaded implicitly: an unprepared
-  one raises a UserError saying how to prepare it.
+  Embedded datasets (digits, photos, python_docs/<config>) are prepared into
+  `config.data.data_dir` on first use, offline. Real datasets are never downloaded
+  implicitly: an unprepared one raises a UserError saying how to prepare it.
   """
   name = config.dataset
   try:
@@ -75,7 +76,7 @@ def load_builder(config: Any) -> tfds.core.DatasetBuilder:
     raise UserError(
         f"unknown dataset '{name}': not a TFDS dataset (see tfds.list_builders()) "
         f"nor an embedded one ({', '.join(sorted(_EMBEDDED))})") from e
-  if name in _EMBEDDED and not builder.is_prepared():
+  if name.split("/")[0] in _EMBEDDED and not builder.is_prepared():
     try:
       builder.download_and_prepare(
           download_config=tfds.download.DownloadConfig(try_download_gcs=False))
