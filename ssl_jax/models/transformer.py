@@ -180,8 +180,8 @@ class _Embeddings(nn.Module):
     return self.token_embed.attend(hidden)
 
 
-class Encoder(nn.Module):
-  """BERT (Devlin et al. 2019): bidirectional post-LN encoder with MLM head and pooler.
+class _TextTransformer(nn.Module):
+  """Fields and trunk shared by `Encoder` and `Decoder`: embeddings, embedding dropout, blocks.
 
   Attributes:
     vocab_size: number of token ids (the tokenizer's vocabulary size).
@@ -191,7 +191,7 @@ class Encoder(nn.Module):
     width, depth, num_heads, mlp_dim, max_length: overrides of the preset (None keeps it).
   """
   vocab_size: int
-  size: str = "bert_base"
+  size: str = "tiny"
   dropout: float = 0.1
   dtype: Any = "float32"
   width: Optional[int] = None
@@ -200,22 +200,40 @@ class Encoder(nn.Module):
   mlp_dim: Optional[int] = None
   max_length: Optional[int] = None
 
-  def setup(self):
+  def _setup_trunk(self, pre_norm: bool, epsilon: float, approximate_gelu: bool) -> int:
+    """Builds the shared submodules (called from `setup`); returns the width."""
+    kind = type(self).__name__
     width, depth, num_heads, mlp_dim, self._max_length = _resolve_size(
-        "Encoder", self.size, (self.width, self.depth, self.num_heads, self.mlp_dim,
-                               self.max_length))
-    dtype = self._dtype = jnp.dtype(self.dtype)
-    self.embed = _Embeddings(self.vocab_size, width, self._max_length, dtype, name="embeddings")
-    self.segment_embed = nn.Embed(_SEGMENT_TYPES, width, dtype=dtype, embedding_init=_INIT)
-    # BERT's LayerNorm epsilon is 1e-12 (its TF code), not the 1e-5 / 1e-6 used elsewhere.
-    self.embed_norm = nn.LayerNorm(epsilon=1e-12, dtype=dtype)
+        kind, self.size, (self.width, self.depth, self.num_heads, self.mlp_dim, self.max_length))
+    self._dtype = jnp.dtype(self.dtype)
+    self.embed = _Embeddings(self.vocab_size, width, self._max_length, self._dtype,
+                             name="embeddings")
     self.embed_dropout = nn.Dropout(self.dropout)
-    self.blocks = [Block(num_heads, mlp_dim, self.dropout, pre_norm=False, epsilon=1e-12,
-                         approximate_gelu=False, dtype=dtype, name=f"block_{i}")
-                   for i in range(depth)]
-    self.pooler = nn.Dense(width, dtype=dtype, kernel_init=_INIT)
-    self.mlm_transform = nn.Dense(width, dtype=dtype, kernel_init=_INIT)
-    self.mlm_norm = nn.LayerNorm(epsilon=1e-12, dtype=dtype)
+    self.blocks = [Block(num_heads, mlp_dim, self.dropout, pre_norm, epsilon, approximate_gelu,
+                         self._dtype, name=f"block_{i}") for i in range(depth)]
+    return width
+
+  def _run_blocks(self, x, mask, train: bool):
+    for block in self.blocks:
+      x = block(x, mask, not train)
+    return x
+
+
+class Encoder(_TextTransformer):
+  """BERT (Devlin et al. 2019): bidirectional post-LN encoder with MLM head and pooler.
+
+  Attributes are those of `_TextTransformer`; the default size is "bert_base".
+  """
+  size: str = "bert_base"
+
+  def setup(self):
+    # BERT's LayerNorm epsilon is 1e-12 (its TF code), not the 1e-5 / 1e-6 used elsewhere.
+    width = self._setup_trunk(pre_norm=False, epsilon=1e-12, approximate_gelu=False)
+    self.segment_embed = nn.Embed(_SEGMENT_TYPES, width, dtype=self._dtype, embedding_init=_INIT)
+    self.embed_norm = nn.LayerNorm(epsilon=1e-12, dtype=self._dtype)
+    self.pooler = nn.Dense(width, dtype=self._dtype, kernel_init=_INIT)
+    self.mlm_transform = nn.Dense(width, dtype=self._dtype, kernel_init=_INIT)
+    self.mlm_norm = nn.LayerNorm(epsilon=1e-12, dtype=self._dtype)
     self.mlm_bias = self.param("mlm_bias", nn.initializers.zeros, (self.vocab_size,))
 
   def encode(self, tokens, segment_ids=None, attention_mask=None, train: bool = False):
@@ -231,9 +249,7 @@ class Encoder(nn.Module):
     x = self.embed_dropout(self.embed_norm(x), deterministic=not train)
     # Keys only: a padded query still gets an output, which nothing downstream reads.
     mask = None if attention_mask is None else attention_mask[:, None, None, :].astype(bool)
-    for block in self.blocks:
-      x = block(x, mask, not train)
-    return x
+    return self._run_blocks(x, mask, train)
 
   def __call__(self, tokens, segment_ids=None, attention_mask=None,
                train: bool = False) -> TransformerOutput:
@@ -247,32 +263,16 @@ class Encoder(nn.Module):
                              pooled=pooled.astype(jnp.float32))
 
 
-class Decoder(nn.Module):
+class Decoder(_TextTransformer):
   """GPT-2 (Radford et al. 2019): causal pre-LN decoder with a final LayerNorm and tied LM head.
 
-  Attributes are those of `Encoder`; the default size is "gpt2".
+  Attributes are those of `_TextTransformer`; the default size is "gpt2".
   """
-  vocab_size: int
   size: str = "gpt2"
-  dropout: float = 0.1
-  dtype: Any = "float32"
-  width: Optional[int] = None
-  depth: Optional[int] = None
-  num_heads: Optional[int] = None
-  mlp_dim: Optional[int] = None
-  max_length: Optional[int] = None
 
   def setup(self):
-    width, depth, num_heads, mlp_dim, self._max_length = _resolve_size(
-        "Decoder", self.size, (self.width, self.depth, self.num_heads, self.mlp_dim,
-                               self.max_length))
-    dtype = self._dtype = jnp.dtype(self.dtype)
-    self.embed = _Embeddings(self.vocab_size, width, self._max_length, dtype, name="embeddings")
-    self.embed_dropout = nn.Dropout(self.dropout)
-    self.blocks = [Block(num_heads, mlp_dim, self.dropout, pre_norm=True, epsilon=1e-5,
-                         approximate_gelu=True, dtype=dtype, name=f"block_{i}")
-                   for i in range(depth)]
-    self.final_norm = nn.LayerNorm(epsilon=1e-5, dtype=dtype)
+    self._setup_trunk(pre_norm=True, epsilon=1e-5, approximate_gelu=True)
+    self.final_norm = nn.LayerNorm(epsilon=1e-5, dtype=self._dtype)
 
   def encode(self, tokens, attention_mask=None, train: bool = False):
     """Final hidden states [batch, length, width] (after the final LayerNorm), computation
@@ -282,9 +282,7 @@ class Decoder(nn.Module):
     mask = nn.make_causal_mask(tokens)
     if attention_mask is not None:
       mask = nn.combine_masks(mask, attention_mask[:, None, None, :].astype(bool))
-    for block in self.blocks:
-      x = block(x, mask, not train)
-    return self.final_norm(x)
+    return self.final_norm(self._run_blocks(x, mask, train))
 
   def __call__(self, tokens, attention_mask=None, train: bool = False) -> TransformerOutput:
     """Hidden states and next-token logits at every position (float32); GPT-2's LM head has no
