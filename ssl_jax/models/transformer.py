@@ -3,7 +3,7 @@
 `Encoder` is BERT (Devlin et al. 2019, "BERT: Pre-training of Deep Bidirectional Transformers
 for Language Understanding"): token + learned position + segment (token-type, 2 types)
 embeddings, summed, then LayerNorm and dropout; post-LN blocks (x = LN(x + attn(x)),
-x = LN(x + mlp(x))) as in the original Transformer, which BERT keeps; exact (erf) GELU; a
+x = LN(x + mlp(x))) as in the original Transformer (Vaswani et al. 2017), which BERT keeps; exact (erf) GELU; a
 masked-LM head (dense + GELU + LayerNorm, then the tied token embedding plus a bias) and the
 pooler (dense + tanh on the [CLS] token) that next-sentence prediction classifies.
 
@@ -108,6 +108,7 @@ def _resolve_size(kind: str, size: str, overrides) -> tuple:
 
 
 def _check_tokens(kind: str, tokens, max_length: int):
+  """Token ids must be [batch, length] and fit the learned position table."""
   if tokens.ndim != 2:
     raise ValueError(f"{kind} expects token ids [batch, length], got shape {tokens.shape}")
   if tokens.shape[1] > max_length:
@@ -214,6 +215,7 @@ class _TextTransformer(nn.Module):
     return width
 
   def _run_blocks(self, x, mask, train: bool):
+    """The blocks in order on embeddings [batch, length, width] under `mask`."""
     for block in self.blocks:
       x = block(x, mask, not train)
     return x
