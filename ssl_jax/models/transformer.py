@@ -3,9 +3,10 @@
 `Encoder` is BERT (Devlin et al. 2019, "BERT: Pre-training of Deep Bidirectional Transformers
 for Language Understanding"): token + learned position + segment (token-type, 2 types)
 embeddings, summed, then LayerNorm and dropout; post-LN blocks (x = LN(x + attn(x)),
-x = LN(x + mlp(x))) as in the original Transformer (Vaswani et al. 2017), which BERT keeps; exact (erf) GELU; a
-masked-LM head (dense + GELU + LayerNorm, then the tied token embedding plus a bias) and the
-pooler (dense + tanh on the [CLS] token) that next-sentence prediction classifies.
+x = LN(x + mlp(x))) as in the original Transformer (Vaswani et al. 2017), which BERT keeps;
+exact (erf) GELU; a masked-LM head (dense + GELU + LayerNorm, then the tied token embedding
+plus a bias) and the pooler (dense + tanh on the [CLS] token) that next-sentence prediction
+classifies.
 
 `Decoder` is GPT-2 (Radford et al. 2019, "Language Models are Unsupervised Multitask
 Learners", section 2.3; the decoder-only design of Radford et al. 2018, "Improving Language
