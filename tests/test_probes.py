@@ -348,14 +348,16 @@ def test_clustered_search_rejects_bad_settings(digits):
                                       approximate=approximate_neighbours.ClusteredSearch())
 
 
-def test_label_spreading_rejects_bad_inputs(digits):
+@pytest.mark.parametrize("propagate", [label_propagation.label_spreading,
+                                       label_propagation.rbf_label_propagation])
+def test_label_propagation_rejects_unlabelled_or_nan_inputs(digits, propagate):
   features, labels = digits
   with pytest.raises(ValueError, match="no labelled row"):
-    label_propagation.label_spreading(features, np.full_like(labels, -1), num_classes=10)
+    propagate(features, np.full_like(labels, -1), num_classes=10)
   bad = features.copy()
   bad[0, 0] = np.nan
   with pytest.raises(ValueError, match="contain NaN"):
-    label_propagation.label_spreading(bad, labels, num_classes=10)
+    propagate(bad, labels, num_classes=10)
 
 
 @pytest.fixture(scope="module")
@@ -401,12 +403,6 @@ def test_rbf_label_propagation_rejects_bad_inputs(small_digits):
   features, labels = small_digits
   with pytest.raises(ValueError, match="exceed max_rows=100"):
     label_propagation.rbf_label_propagation(features, labels, num_classes=10, max_rows=100)
-  with pytest.raises(ValueError, match="no labelled row"):
-    label_propagation.rbf_label_propagation(features, np.full_like(labels, -1), num_classes=10)
-  bad = features.copy()
-  bad[0, 0] = np.nan
-  with pytest.raises(ValueError, match="contain NaN"):
-    label_propagation.rbf_label_propagation(bad, labels, num_classes=10)
   with pytest.raises(ValueError, match="gamma"):
     label_propagation.rbf_label_propagation(features, labels, num_classes=10, gamma=0.0)
 
