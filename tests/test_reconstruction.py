@@ -257,9 +257,10 @@ def test_autoencoder_pictures_show_input_noisy_input_and_the_network_output(init
 
 def test_training_then_evaluation_writes_the_vaes_pictures_into_the_report(data_dir, tmp_path):
   """End to end through the trainer's evaluate-at-end: the VAE's three pictures and the two
-  plots are written as PNGs beside the report and linked from report.md (one cheap protocol
-  and one feature source, to keep it fast)."""
-  config = tiny_reconstruction("vae", data_dir, total_steps=2, evaluate_at_end=True, **{
+  plots are written as PNGs beside the report and linked from report.md (one cheap protocol,
+  one feature source and one device, to keep it fast; sharded evaluation is test_train's)."""
+  config = tiny_reconstruction("vae", data_dir, total_steps=2, evaluate_at_end=True,
+                               mesh_data_axis=1, **{
       "eval.protocols": ("knn",), "eval.feature_sources": ("ssl",),
       "eval.labels_per_class": (0,), "eval.seeds": 1, "eval.num_pictures": 3,
       "eval.plots": True, "eval.finetune.fractions": ()})
