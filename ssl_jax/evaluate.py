@@ -201,7 +201,8 @@ def finetune_results(config, restored: Restored, train_labels: np.ndarray,
         logits, truth = features.extract(
             predict, _batches(config, config.data.test_split, restored.mesh), restored.mesh,
             f"fine-tuned {source} on the test split")
-        np.testing.assert_array_equal(truth, test_labels)  # the same split, in the same order
+        if not np.array_equal(truth, test_labels):  # the same split, read in the same order
+          raise RuntimeError("the test split changed order between two passes")
         accuracies[source].append(float(np.mean(np.argmax(logits, axis=1) == truth)))
     for source, values in accuracies.items():
       rows.append({"features": source, "protocol": "finetune",
@@ -217,7 +218,7 @@ def finetune_results(config, restored: Restored, train_labels: np.ndarray,
 def evaluate(config, restored: Restored, sources: dict | None = None) -> dict:
   """Runs every (source, protocol, labels per class) cell, then any fine-tuning; returns the
   report dict. `sources` are `feature_sets`' features, extracted here when not given."""
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  from ssl_jax.eval import features  # pylint: disable=g-import-not-at-top
   if sources is None:
     sources = feature_sets(config, restored)
   num_classes = restored.num_classes
@@ -227,8 +228,7 @@ def evaluate(config, restored: Restored, sources: dict | None = None) -> dict:
   cells = [(source, protocol, per_class) for source in sources
            for protocol in config.eval.protocols for per_class in config.eval.labels_per_class]
   results = []
-  for source, protocol, per_class in tqdm(cells, desc="probes", leave=False,
-                                          disable=None if jax.process_index() == 0 else True):
+  for source, protocol, per_class in features.progress(cells, "probes", "cell"):
     train, test = sources[source]
     seeds = config.eval.seeds  # with all labels every seed sees the same subset (std 0)
     try:

@@ -4,7 +4,7 @@ Extraction runs a jitted feature function over the mesh (eval batch sharded on `
 gathers the features of every process, dropping the padding rows of the last batch. Images
 are normalised exactly as training normalised its views before they reach `represent`.
 """
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -29,9 +29,9 @@ def raw_pixels_fn(images: jax.Array) -> jax.Array:
   return images.reshape(images.shape[0], -1).astype(jnp.float32) / 255.0
 
 
-def _progress(batches: Iterator, description: str) -> Iterator:
+def progress(items: Iterable, description: str, unit: str = "batch") -> Iterable:
   """A progress bar on an interactive terminal (process 0 only); plain iteration in logs."""
-  return tqdm(batches, desc=description, unit="batch", leave=False,
+  return tqdm(items, desc=description, unit=unit, leave=False,
               disable=None if jax.process_index() == 0 else True)
 
 
@@ -41,7 +41,7 @@ def extract(feature_fn: FeatureFn, batches: Iterator[dict[str, np.ndarray]],
   """Features [n, dim] float32 and labels [n] of every real (mask=True) example, in order."""
   compiled = jax.jit(feature_fn)
   features, labels = [], []
-  for batch in _progress(batches, description):
+  for batch in progress(batches, description):
     batch = parallel.global_batch(batch, mesh)
     gathered = multihost_utils.process_allgather(
         {"features": compiled(batch["image"]), "label": batch["label"], "mask": batch["mask"]},
@@ -63,7 +63,7 @@ def gather_rows(batches: Iterator[dict[str, np.ndarray]], mesh: jax.sharding.Mes
   if len(np.unique(indices)) != len(indices):
     raise ValueError("gather_rows needs distinct indices")
   images, labels, seen = [], [], 0
-  for batch in _progress(batches, "labelled images"):
+  for batch in progress(batches, "labelled images"):
     gathered = multihost_utils.process_allgather(parallel.global_batch(batch, mesh), tiled=True)
     keep = np.asarray(gathered["mask"], bool)
     batch_images, batch_labels = np.asarray(gathered["image"])[keep], np.asarray(

@@ -38,9 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm import tqdm
-
 from ssl_jax.data import augment
+from ssl_jax.eval import features
 
 
 def labelled_fraction(labels: np.ndarray, fraction: float, num_classes: int,
@@ -115,8 +114,11 @@ def finetune(represent: Callable[..., jax.Array], params: Any, extra: Any, confi
   max_shift = int(round(settings.max_shift * images.shape[1]))
   flip = bool(config.data.get("flip", False))
 
-  initial = jax.jit(lambda x: represent(params, extra, augment.normalize_images(x, config)))(
-      images)
+  # The starting features, a batch at a time (a 10% subset of ImageNet is 128k images); the
+  # images are jit arguments here and below, never constants baked into a compiled program.
+  represent_fn = jax.jit(lambda p, x: represent(p, extra, augment.normalize_images(x, config)))
+  initial = jnp.concatenate([represent_fn(params, images[i:i + settings.batch_size])
+                             for i in range(0, images.shape[0], settings.batch_size)])
   mean = jnp.mean(initial, axis=0)
   # One scale for all dimensions: dividing each by its own std would amplify the near-constant
   # ones, which fine-tuning then wakes up into exploding logits.
@@ -124,9 +126,8 @@ def finetune(represent: Callable[..., jax.Array], params: Any, extra: Any, confi
   feature_dim = initial.shape[-1]
 
   def logits_fn(variables, uint8_images):
-    features = represent(variables["model"], extra,
-                         augment.normalize_images(uint8_images, config))
-    return ((features - mean) / std) @ variables["head"]["w"] + variables["head"]["b"]
+    hidden = represent(variables["model"], extra, augment.normalize_images(uint8_images, config))
+    return ((hidden - mean) / std) @ variables["head"]["w"] + variables["head"]["b"]
 
   variables = {"model": params,
                "head": {"w": jnp.zeros((feature_dim, num_classes), jnp.float32),
@@ -135,7 +136,7 @@ def finetune(represent: Callable[..., jax.Array], params: Any, extra: Any, confi
   optimizer = optax.adam(schedule)
 
   @jax.jit
-  def step(variables, opt_state, key):
+  def step(variables, opt_state, key, images, labels):
     batch_key, shift_key = jax.random.split(key)
     rows = jax.random.randint(batch_key, (settings.batch_size,), 0, images.shape[0])
     batch = random_shift_and_flip(shift_key, images[rows], max_shift, flip)
@@ -150,10 +151,9 @@ def finetune(represent: Callable[..., jax.Array], params: Any, extra: Any, confi
 
   opt_state = optimizer.init(variables)
   key = jax.random.PRNGKey(seed)
-  progress = tqdm(range(steps), desc="fine-tune", leave=False,
-                  disable=None if jax.process_index() == 0 else True)
-  for i in progress:
-    variables, opt_state, loss = step(variables, opt_state, jax.random.fold_in(key, i))
+  for i in features.progress(range(steps), "fine-tune", "step"):
+    variables, opt_state, loss = step(variables, opt_state, jax.random.fold_in(key, i), images,
+                                      labels)
   if not np.isfinite(float(loss)):
     raise ValueError(f"fine-tuning diverged (loss {float(loss)}): lower eval.finetune.lr")
   return lambda uint8_images: logits_fn(variables, uint8_images)
