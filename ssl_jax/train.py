@@ -31,17 +31,37 @@ State = dict[str, Any]
 # ----------------------------------------------------------------------------------------------
 
 
-def example_batch(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int],
+TEXT_INPUTS = ("tokens", "attention_mask", "segment_ids")  # what a text `represent` reads
+
+
+def example_batch(config: ml_collections.ConfigDict, input_shape: tuple[int, ...],
                   batch_size: int = 2) -> dict[str, jax.Array]:
-  """A float batch of the shapes the method sees after device augmentation (for init)."""
-  views = jnp.zeros((batch_size, config.data.num_views) + tuple(image_shape), jnp.float32)
+  """A batch of the shapes the method sees after device preprocessing (for init).
+
+  Images (`config.data.modality` "image", the default): float views [b, V, H, W, C] and any
+  multi-crop local views, `input_shape` = (H, W, C). Text ("text"): int32 `tokens`,
+  `attention_mask`, `segment_ids` [b, L] and the next-sentence label [b], `input_shape` = (L,).
+  """
+  if config.data.get("modality", "image") == "text":
+    tokens = jnp.zeros((batch_size,) + tuple(input_shape), jnp.int32)
+    return {"tokens": tokens, "attention_mask": jnp.ones_like(tokens),
+            "segment_ids": tokens, "next_sentence": jnp.zeros((batch_size,), jnp.int32)}
+  views = jnp.zeros((batch_size, config.data.num_views) + tuple(input_shape), jnp.float32)
   batch = {"views": views}
   num_local = config.data.get("local_views", 0)
   if num_local:
     side = config.data.local_image_size
-    batch["local_views"] = jnp.zeros((batch_size, num_local, side, side, image_shape[-1]),
+    batch["local_views"] = jnp.zeros((batch_size, num_local, side, side, input_shape[-1]),
                                      jnp.float32)
   return batch
+
+
+def represent_inputs(batch: dict[str, jax.Array]):
+  """What `Method.represent` takes from a training batch: the first view's images, or the
+  text inputs (`TEXT_INPUTS`) as a dict."""
+  if "views" in batch:
+    return batch["views"][:, 0]
+  return {key: batch[key] for key in TEXT_INPUTS}
 
 
 def device_preprocess(rng: jax.Array, batch: dict[str, jax.Array],
@@ -61,12 +81,12 @@ class Trainer:
   """Builds the train state and step for one method, optimizer and mesh."""
 
   def __init__(self, config: ml_collections.ConfigDict, method: methods.Method,
-               mesh: jax.sharding.Mesh, image_shape: tuple[int, int, int],
+               mesh: jax.sharding.Mesh, input_shape: tuple[int, ...],
                num_classes: int | None, length: config_lib.TrainingLength):
     self.config = config
     self.method = method
     self.mesh = mesh
-    self.image_shape = tuple(image_shape)
+    self.input_shape = tuple(input_shape)
     self.probe_classes = num_classes if config.online_probe.enabled else None
     warmup = config_lib.to_steps(config.optimizer, "warmup", length.steps_per_epoch, default=0)
     peak = optimizers.peak_learning_rate(config.optimizer, config.batch_size)
@@ -86,12 +106,12 @@ class Trainer:
 
   def _init_state(self, rng: jax.Array) -> State:
     init_rng, probe_rng, state_rng = jax.random.split(rng, 3)
-    batch = example_batch(self.config, self.image_shape)
+    batch = example_batch(self.config, self.input_shape)
     model_params, extra = self.method.init(init_rng, batch)
     params = {"model": model_params}
     opt_state = {"model": self.tx.init(model_params)}
     if self.probe_classes:
-      features = self.method.represent(model_params, extra, batch["views"][:, 0])
+      features = self.method.represent(model_params, extra, represent_inputs(batch))
       params["probe"] = {
           "kernel": jax.random.normal(probe_rng, (features.shape[-1], self.probe_classes)) * 0.01,
           "bias": jnp.zeros((self.probe_classes,))}
@@ -195,7 +215,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> State:
   config_lib.check_workdir_writable(workdir)
   config_lib.save_or_check(config, workdir)
 
-  trainer = Trainer(config, method, mesh, info.image_shape, info.num_classes, length)
+  trainer = Trainer(config, method, mesh, info.input_shape, info.num_classes, length)
   checkpoints = checkpoint_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
   start = checkpoints.latest_step()
   if start is None:

@@ -61,6 +61,11 @@ class DatasetInfo:
   num_classes: int | None
   image_shape: tuple[int, int, int]
 
+  @property
+  def input_shape(self) -> tuple[int, ...]:
+    """The shape of one example's model input (the trainer's name for it across modalities)."""
+    return self.image_shape
+
 
 def load_builder(config: Any) -> tfds.core.DatasetBuilder:
   """Returns the TFDS builder of `config.dataset`, ready to read.
@@ -86,7 +91,7 @@ def load_builder(config: Any) -> tfds.core.DatasetBuilder:
       builder = tfds.builder(name, data_dir=config.data.data_dir)
       if not builder.is_prepared():
         raise
-  _num_examples(builder, config.data.train_split)  # Fails early if unreadable.
+  num_examples(builder, config.data.train_split)  # Fails early if unreadable.
   return builder
 
 
@@ -97,11 +102,11 @@ def dataset_info(config: Any) -> DatasetInfo:
   label_key = data.get("label_key", "label")
   num_classes = None
   if label_key is not None:
-    num_classes = getattr(_feature(builder, label_key), "num_classes", None)
+    num_classes = getattr(dataset_feature(builder, label_key), "num_classes", None)
   return DatasetInfo(
-      num_train_examples=_num_examples(builder, data.train_split),
+      num_train_examples=num_examples(builder, data.train_split),
       num_test_examples=(
-          0 if data.test_split is None else _num_examples(builder, data.test_split)),
+          0 if data.test_split is None else num_examples(builder, data.test_split)),
       num_classes=num_classes,
       image_shape=_view_shape(builder, data, data.crop, "crop"),
   )
@@ -127,9 +132,9 @@ def train_batches(
     raise UserError(f"start_step must be >= 0, got {start_step}")
   builder = load_builder(config)
   data = config.data
-  batch = _local_batch_size(config.batch_size, process_count)
-  shards = _shards(data.train_split, process_index, process_count)
-  shard_sizes = [_num_examples(builder, s) for s in shards]
+  batch = local_batch_size(config.batch_size, process_count)
+  shards = process_shards(data.train_split, process_index, process_count)
+  shard_sizes = [num_examples(builder, s) for s in shards]
   # The smallest shard sets the epoch length so that all processes step in lockstep.
   steps_per_epoch = min(shard_sizes) // batch
   if steps_per_epoch == 0:
@@ -151,7 +156,7 @@ def train_batches(
   if cached:
     # Small datasets (digits, CIFAR) are decoded once and kept in host memory;
     # each epoch is then a full seeded permutation of the shard.
-    examples = _open(builder, shard, decoders=decoders).map(
+    examples = open_split(builder, shard, decoders=decoders).map(
         lambda ex: {**ex, image_key: decode(ex[image_key])},
         num_parallel_calls=tf.data.AUTOTUNE).cache()
 
@@ -165,7 +170,7 @@ def train_batches(
       read_config = tfds.ReadConfig(
           shuffle_seed=file_seed, shuffle_reshuffle_each_iteration=False,
           try_autocache=False)
-      ds = _open(builder, shard, shuffle_files=True, decoders=decoders,
+      ds = open_split(builder, shard, shuffle_files=True, decoders=decoders,
                  read_config=read_config)
       return ds.shuffle(data.shuffle_buffer, seed=shuffle_seed,
                         reshuffle_each_iteration=False)
@@ -190,7 +195,7 @@ def train_batches(
           [size, 2], seed=local_crop_key, minval=None, maxval=None, dtype=tf.int64)
       randomness["local_flip"] = tf.random.stateless_uniform(
           [size, num_local], seed=local_flip_key) < 0.5
-    ds = epoch_order(_op_seed(file_key), _op_seed(shuffle_key)).take(size)
+    ds = epoch_order(op_seed(file_key), op_seed(shuffle_key)).take(size)
     return tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(randomness))
 
   def crop_views(
@@ -255,8 +260,8 @@ def eval_batches(
   data = config.data
   if batch_size < 1:
     raise UserError(f"eval batch_size must be >= 1, got {batch_size}")
-  shards = _shards(split, process_index, process_count)
-  num_batches = math.ceil(max(_num_examples(builder, s) for s in shards) / batch_size)
+  shards = process_shards(split, process_index, process_count)
+  num_batches = math.ceil(max(num_examples(builder, s) for s in shards) / batch_size)
   image_shape = _view_shape(builder, data, data.eval_crop, "eval_crop")
   image_key, label_key = data.get("image_key", "image"), data.get("label_key", "label")
   decode = _decoder(builder, image_key)
@@ -270,7 +275,7 @@ def eval_batches(
       out["label"] = tf.cast(ex[label_key], tf.int32)
     return {**out, "mask": True}
 
-  ds = _open(builder, shards[process_index],
+  ds = open_split(builder, shards[process_index],
              decoders=_decoders(builder, image_key, label_key))
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
   padding = tf.nest.map_structure(
@@ -280,7 +285,7 @@ def eval_batches(
   return ds.prefetch(data.prefetch).as_numpy_iterator()
 
 
-def _open(builder: tfds.core.DatasetBuilder, split: Any, **kwargs) -> tf.data.Dataset:
+def open_split(builder: tfds.core.DatasetBuilder, split: Any, **kwargs) -> tf.data.Dataset:
   """`builder.as_dataset(split)`, with unprepared data and bad splits as UserErrors."""
   try:
     return builder.as_dataset(split=split, **kwargs)
@@ -297,16 +302,16 @@ def _open(builder: tfds.core.DatasetBuilder, split: Any, **kwargs) -> tf.data.Da
         f"{reason}") from e
 
 
-def _num_examples(builder: tfds.core.DatasetBuilder, split: Any) -> int:
+def num_examples(builder: tfds.core.DatasetBuilder, split: Any) -> int:
   """Counts the examples of `split` (a name, slice or even split) without reading it."""
-  count = int(_open(builder, split).cardinality())
+  count = int(open_split(builder, split).cardinality())
   if count <= 0:
     raise UserError(
         f"split {str(split)!r} of dataset '{builder.name}' is empty or of unknown size")
   return count
 
 
-def _shards(split: str, process_index: int, process_count: int) -> list[Any]:
+def process_shards(split: str, process_index: int, process_count: int) -> list[Any]:
   """All processes' even shares of `split`; process p reads `[p]`."""
   if not 0 <= process_index < process_count:
     raise UserError(
@@ -328,7 +333,7 @@ def _num_local_views(data: Any) -> int:
   return num_local
 
 
-def _local_batch_size(batch_size: int, process_count: int) -> int:
+def local_batch_size(batch_size: int, process_count: int) -> int:
   if batch_size < 1 or batch_size % process_count:
     raise UserError(
         f"batch_size {batch_size} must be a positive multiple of the process count "
@@ -336,7 +341,8 @@ def _local_batch_size(batch_size: int, process_count: int) -> int:
   return batch_size // process_count
 
 
-def _feature(builder: tfds.core.DatasetBuilder, key: str) -> tfds.features.FeatureConnector:
+def dataset_feature(builder: tfds.core.DatasetBuilder,
+                    key: str) -> tfds.features.FeatureConnector:
   features = builder.info.features
   if key not in features:
     raise UserError(
@@ -347,7 +353,7 @@ def _feature(builder: tfds.core.DatasetBuilder, key: str) -> tfds.features.Featu
 def _fits_in_memory(
     builder: tfds.core.DatasetBuilder, image_key: str, num_examples: int) -> bool:
   """Whether `num_examples` decoded fixed-size images fit the in-memory cache."""
-  shape = _feature(builder, image_key).shape
+  shape = dataset_feature(builder, image_key).shape
   if None in shape:
     return False
   return num_examples * math.prod(shape) <= _MAX_CACHED_BYTES
@@ -357,7 +363,7 @@ def _decoder(
     builder: tfds.core.DatasetBuilder, image_key: str
 ) -> Callable[[tf.Tensor], tf.Tensor]:
   """Returns encoded image -> uint8 [H, W, C], keeping the dataset's channels."""
-  feature = _feature(builder, image_key)
+  feature = dataset_feature(builder, image_key)
 
   def decode(encoded: tf.Tensor) -> tf.Tensor:
     image = feature.decode_example(encoded)
@@ -375,7 +381,7 @@ def _view_shape(
   allowed = _CROPS if crop_key == "crop" else _EVAL_CROPS
   if crop not in allowed:
     raise UserError(f"config.data.{crop_key} must be one of {allowed}, got {crop!r}")
-  shape = tuple(_feature(builder, data.get("image_key", "image")).shape)
+  shape = tuple(dataset_feature(builder, data.get("image_key", "image")).shape)
   if len(shape) != 3 or shape[-1] is None:
     raise UserError(f"dataset '{builder.name}' images have shape {shape}, not (H, W, C)")
   if crop == "none":
@@ -397,12 +403,12 @@ def _decoders(
   """Reads only the image (left encoded, so skipping is cheap) and the label."""
   keys = [image_key] + ([label_key] if label_key is not None else [])
   for key in keys:
-    _feature(builder, key)  # A UserError naming the missing feature.
+    dataset_feature(builder, key)  # A UserError naming the missing feature.
   return tfds.decode.PartialDecoding(
       {key: True for key in keys}, decoders={image_key: tfds.decode.SkipDecoding()})
 
 
-def _op_seed(key: tf.Tensor) -> tf.Tensor:
+def op_seed(key: tf.Tensor) -> tf.Tensor:
   """An int64 op seed (for `shuffle`) drawn from a stateless [2] key."""
   return tf.random.stateless_uniform(
       [], seed=key, minval=None, maxval=None, dtype=tf.int64)
