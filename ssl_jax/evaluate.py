@@ -91,44 +91,88 @@ def run_protocol(protocol: str, train: tuple, test: tuple, labelled: np.ndarray,
 
 
 class Restored(NamedTuple):
-  """A run's method, its trained and untrained states, and what evaluation needs to know."""
+  """A run's method, its trained and untrained states, and what evaluation needs to know.
+
+  `probe_inputs` read the dataset the probes run on (`eval.dataset`, or the training
+  dataset); `train_inputs` read the training dataset, whose test split the method's own
+  held-out metrics (`Method.test_metrics`) are measured on.
+  """
   method: Any
   trained: dict
   untrained: dict
   step: int
   num_classes: int
   mesh: jax.sharding.Mesh
+  probe_inputs: Any
+  train_inputs: Any
 
 
-def restore(config, workdir: str) -> Restored:
-  """The newest checkpoint in `workdir` and the same network at its initialisation."""
+def probe_config(config):
+  """The config the probes read: the run's, with `eval.dataset` (its `eval.label_key`, and
+  `eval.train_split` when set) in place of the training dataset when set (a language model trained on unlabelled text is
+  probed on a labelled one)."""
+  dataset = config.eval.get("dataset")
+  if not dataset:
+    return config
+  probed = config.copy_and_resolve_references()
+  probed.unlock()
+  probed.dataset = dataset
+  probed.data.label_key = config.eval.get("label_key", "label")
+  if config.eval.get("train_split"):
+    probed.data.train_split = config.eval.train_split
+  return probed
+
+
+class Checkpoint(NamedTuple):
+  """A run's newest checkpoint, with the method and trainer that read it."""
+  method: Any
+  trainer: Any
+  state: dict
+  step: int
+  inputs: Any  # the training dataset's `Inputs`
+
+
+def restore_checkpoint(config, workdir: str) -> Checkpoint:
+  """The newest checkpoint in `workdir` (evaluation and the inference command lines)."""
   from ssl_jax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   from ssl_jax import config_lib, methods, parallel, train  # pylint: disable=g-import-not-at-top
-  from ssl_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from ssl_jax.data import inputs as inputs_lib  # pylint: disable=g-import-not-at-top
 
-  info = pipeline.dataset_info(config)
-  if info.num_classes is None:
-    raise UserError(f"dataset '{config.dataset}' has no labels to evaluate with")
+  inputs = inputs_lib.Inputs(config, workdir)
+  info = inputs.info()
   mesh = parallel.make_mesh(config.mesh_data_axis)
   length = config_lib.training_length(config, info.num_train_examples)
   method = methods.build(config, length)
-  trainer = train.Trainer(config, method, mesh, info.image_shape, info.num_classes, length)
+  trainer = train.Trainer(config, method, mesh, info.input_shape, info.num_classes, length)
   checkpoints = checkpoint_lib.Checkpointer(workdir, read_only=True)
   step = checkpoints.latest_step()
   if step is None:
     raise UserError(f"no checkpoint in '{checkpoint_lib.checkpoint_dir(workdir)}'")
-  trained = checkpoints.restore(trainer.abstract_state, step)
+  state = checkpoints.restore(trainer.abstract_state, step)
   checkpoints.close()
-  return Restored(method, trained, trainer.create_state(config.seed), int(step),
-                  info.num_classes, mesh)
+  return Checkpoint(method, trainer, state, int(step), inputs)
 
 
-def _batches(config, split: str, mesh: jax.sharding.Mesh):
-  from ssl_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+def restore(config, workdir: str) -> Restored:
+  """The newest checkpoint in `workdir` and the same network at its initialisation."""
+  from ssl_jax.data import inputs as inputs_lib  # pylint: disable=g-import-not-at-top
+  probed = probe_config(config)
+  probe_inputs = inputs_lib.Inputs(probed, workdir) if probed is not config else None
+  num_classes = (probe_inputs or inputs_lib.Inputs(config)).info().num_classes
+  if num_classes is None:
+    raise UserError(f"dataset '{probed.dataset}' has no labels to evaluate with (set "
+                    "eval.dataset to a labelled one)")
+  checkpoint = restore_checkpoint(config, workdir)
+  return Restored(checkpoint.method, checkpoint.state,
+                  checkpoint.trainer.create_state(config.seed), checkpoint.step, num_classes,
+                  checkpoint.trainer.mesh, probe_inputs or checkpoint.inputs, checkpoint.inputs)
+
+
+def _batches(inputs, config, split: str, mesh: jax.sharding.Mesh):
   batch_size = config.eval.batch_size - config.eval.batch_size % mesh.size or mesh.size
-  return pipeline.eval_batches(config, split, batch_size=batch_size // jax.process_count(),
-                               process_index=jax.process_index(),
-                               process_count=jax.process_count())
+  return inputs.eval_batches(split, batch_size=batch_size // jax.process_count(),
+                             process_index=jax.process_index(),
+                             process_count=jax.process_count())
 
 
 def feature_sets(config, restored: Restored) -> dict:
@@ -138,7 +182,7 @@ def feature_sets(config, restored: Restored) -> dict:
   sources = {}
   for source in config.eval.feature_sources:
     if source == "raw":
-      fn = features.raw_pixels_fn
+      fn = features.raw_features_fn(config)
     elif source in ("ssl", "random_init"):
       state = restored.trained if source == "ssl" else restored.untrained
       fn = features.representation_fn(restored.method.represent, state["params"]["model"],
@@ -146,9 +190,10 @@ def feature_sets(config, restored: Restored) -> dict:
     else:
       raise UserError(f"unknown feature source '{source}': use ssl, random_init or raw")
     started = time.perf_counter()
-    sources[source] = (features.extract(fn, _batches(config, config.data.train_split,
+    inputs = restored.probe_inputs
+    sources[source] = (features.extract(fn, _batches(inputs, config, config.data.train_split,
                                                      restored.mesh), restored.mesh),
-                       features.extract(fn, _batches(config, config.data.test_split,
+                       features.extract(fn, _batches(inputs, config, config.data.test_split,
                                                      restored.mesh), restored.mesh))
     logging.info("%s features %s in %.1fs", source, sources[source][0][0].shape,
                  time.perf_counter() - started)
@@ -161,7 +206,7 @@ def draw_pictures(config, restored: Restored) -> dict[str, np.ndarray]:
   if restored.method.pictures is None or not config.eval.get("num_pictures", 0):
     return {}
   images = []
-  for batch in _batches(config, config.data.test_split, restored.mesh):
+  for batch in _batches(restored.probe_inputs, config, config.data.test_split, restored.mesh):
     images.append(batch["image"][batch["mask"]])
     if sum(len(i) for i in images) >= config.eval.num_pictures:
       break
@@ -176,6 +221,9 @@ def finetune_results(config, restored: Restored, train_labels: np.ndarray,
   """Fine-tunes each configured source's network on each label fraction; one row per pair."""
   from ssl_jax.eval import features, finetune  # pylint: disable=g-import-not-at-top
   settings, rows = config.eval.finetune, []
+  if restored.probe_inputs.modality != "image":
+    raise UserError("fine-tuning (eval.finetune) needs images: set eval.finetune.fractions=() "
+                    f"for {restored.probe_inputs.modality} runs")
   if len(settings.epochs) != len(settings.fractions):
     raise UserError("eval.finetune.epochs needs one entry per eval.finetune.fractions entry")
   for fraction in settings.fractions:
@@ -186,7 +234,8 @@ def finetune_results(config, restored: Restored, train_labels: np.ndarray,
       except ValueError as e:
         raise UserError(f"fine-tuning on {fraction:.0%} of the labels: {e}") from None
       images, labels = features.gather_rows(
-          _batches(config, config.data.train_split, restored.mesh), restored.mesh, chosen)
+          _batches(restored.probe_inputs, config, config.data.train_split, restored.mesh),
+          restored.mesh, chosen)
       steps = finetune.num_steps(len(chosen), fraction, settings)
       for source in settings.sources:
         if source not in ("ssl", "random_init"):
@@ -199,7 +248,8 @@ def finetune_results(config, restored: Restored, train_labels: np.ndarray,
         except ValueError as e:
           raise UserError(f"fine-tuning {source} on {fraction:.0%} of the labels: {e}") from None
         logits, truth = features.extract(
-            predict, _batches(config, config.data.test_split, restored.mesh), restored.mesh,
+            predict, _batches(restored.probe_inputs, config, config.data.test_split,
+                              restored.mesh), restored.mesh,
             f"fine-tuned {source} on the test split")
         if not np.array_equal(truth, test_labels):  # the same split, read in the same order
           raise RuntimeError("the test split changed order between two passes")
@@ -213,6 +263,37 @@ def finetune_results(config, restored: Restored, train_labels: np.ndarray,
       logging.info("%-11s finetune on %-4s of the labels (%d steps): accuracy %.4f", source,
                    f"{fraction:.0%}", steps, rows[-1]["accuracy"])
   return rows
+
+
+def held_out_metrics(config, restored: Restored) -> dict[str, float]:
+  """The method's own measures on the training dataset's test split (`Method.test_metrics`,
+  e.g. a language model's masked-token accuracy): each summed over the split and divided by
+  its count. A mean negative log-likelihood per predicted token, "nll", is also reported as
+  perplexity, exp(nll). {} when the method has none."""
+  from ssl_jax import parallel  # pylint: disable=g-import-not-at-top
+  from ssl_jax.eval import features  # pylint: disable=g-import-not-at-top
+  test_metrics = getattr(restored.method, "test_metrics", None)
+  if test_metrics is None or config.data.test_split is None:
+    return {}
+  params, extra = restored.trained["params"]["model"], restored.trained["extra"]
+  compiled = jax.jit(lambda inputs, rng: test_metrics(
+      params, extra, features.normalised_inputs(inputs, config), rng))
+  rng = jax.random.PRNGKey(config.seed)
+  totals: dict[str, list[float]] = {}
+  batches = _batches(restored.train_inputs, config, config.data.test_split, restored.mesh)
+  for index, batch in enumerate(features.progress(batches, "held-out metrics")):
+    batch = parallel.global_batch(batch, restored.mesh)
+    sums = jax.device_get(compiled(features.model_inputs(batch), jax.random.fold_in(rng, index)))
+    for name, (total, count) in sums.items():
+      running = totals.setdefault(name, [0.0, 0.0])
+      running[0] += float(total)
+      running[1] += float(count)
+  means = {name: total / max(count, 1.0) for name, (total, count) in totals.items()}
+  if "nll" in means:
+    means["perplexity"] = float(np.exp(means["nll"]))
+  for name, value in means.items():
+    logging.info("held-out %s %.4f", name, value)
+  return {name: round(value, 6) for name, value in means.items()}
 
 
 def evaluate(config, restored: Restored, sources: dict | None = None) -> dict:
@@ -247,7 +328,13 @@ def evaluate(config, restored: Restored, sources: dict | None = None) -> dict:
   if config.eval.get("finetune") and config.eval.finetune.fractions:  # older runs lack it
     (_, train_labels), (_, test_labels) = next(iter(sources.values()))
     results += finetune_results(config, restored, train_labels, test_labels)
-  return {"dataset": config.dataset, "checkpoint_step": restored.step, "results": results}
+  report = {"dataset": probe_config(config).dataset, "checkpoint_step": restored.step,
+            "results": results}
+  held_out = held_out_metrics(config, restored)
+  if held_out:
+    report["held_out"] = {"dataset": config.dataset, "split": config.data.test_split,
+                          **held_out}
+  return report
 
 
 def draw_plots(config, sources: dict, results: list[dict]) -> dict[str, np.ndarray]:
@@ -284,6 +371,12 @@ def markdown_table(report: dict) -> str:
     if fraction:  # fine-tuning: the fraction of the labels, and the classes' mean count
       labels = f"{fraction:.0%} ({per_class})"
     lines.append(f"| {protocol} | {labels} | " + " | ".join(values) + " |")
+  held_out = report.get("held_out")
+  if held_out:
+    lines += ["", f"## Held-out: {held_out['dataset']} {held_out['split']}", "",
+              "| measure | value |", "|---|---|"]
+    lines += [f"| {name} | {value:.4f} |" for name, value in held_out.items()
+              if name not in ("dataset", "split")]
   for name in report.get("plots", []) + report.get("pictures", []):
     lines += ["", f"## {os.path.splitext(name)[0]}", "", f"![{name}]({name})"]
   return "\n".join(lines) + "\n"

@@ -202,13 +202,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> State:
   When training completes (not on SIGTERM) and `config.evaluate_at_end` is set, it runs the
   downstream evaluation on the final checkpoint (`ssl_jax.evaluate.run`).
   """
-  from ssl_jax.data import pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  from ssl_jax.data import inputs as inputs_lib  # pylint: disable=g-import-not-at-top  (TF)
 
   # Checks first: every bad input fails here, before anything is written or compiled.
   methods.find(config)
   mesh = parallel.make_mesh(config.mesh_data_axis)
   config_lib.check_batch_size(config.batch_size, mesh.size, jax.process_count())
-  info = pipeline.dataset_info(config)
+  inputs = inputs_lib.Inputs(config, workdir, create_tokenizer=True)
+  info = inputs.info()
   length = config_lib.training_length(config, info.num_train_examples)
   total_steps, steps_per_epoch = length.total_steps, length.steps_per_epoch
   method = methods.build(config, length)
@@ -227,8 +228,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> State:
 
   writer = metrics_lib.MetricsWriter(workdir)
   throughput = metrics_lib.Throughput(start, total_steps, config.batch_size)
-  batches = pipeline.train_batches(config, start_step=start, process_index=jax.process_index(),
-                                   process_count=jax.process_count())
+  batches = inputs.train_batches(start_step=start, process_index=jax.process_index(),
+                                 process_count=jax.process_count())
   last_saved = start if start else None
   stopped_early = False
   logging.info("training %s on %s: steps %d -> %d (%d per epoch), %d devices",

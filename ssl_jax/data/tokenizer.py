@@ -25,6 +25,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
+FIRST_WORD_ID = len(SPECIAL_TOKENS)  # ids from here on are words and subwords
 _SUBWORD_PREFIX = "##"
 
 
@@ -179,7 +180,7 @@ def load(path: str | os.PathLike) -> Tokenizer:
   return tokenizer
 
 
-def _token_ids(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
+def token_ids(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
   """The WordPiece ids of each text, without special tokens."""
   if isinstance(texts, str):
     raise ValueError("texts must be a sequence of strings, not one string")
@@ -211,7 +212,7 @@ def encode_batch(tokenizer: Tokenizer, texts: Sequence[str], max_length: int,
     raise ValueError(f"max_length {max_length} leaves no room for tokens"
                      + (" between [CLS] and [SEP]" if frame else ""))
   rows = []
-  for tokens in _token_ids(tokenizer, texts):
+  for tokens in token_ids(tokenizer, texts):
     tokens = tokens[:max_length - specials]
     rows.append([CLS_ID, *tokens, SEP_ID] if frame else tokens)
   return _pad(rows, max_length)
@@ -232,7 +233,7 @@ def encode_pairs(tokenizer: Tokenizer, first: Sequence[str], second: Sequence[st
     raise ValueError(f"max_length {max_length} leaves no room for a pair between "
                      "[CLS] A [SEP] B [SEP]")
   rows, segments = [], []
-  for tokens_a, tokens_b in zip(_token_ids(tokenizer, first), _token_ids(tokenizer, second)):
+  for tokens_a, tokens_b in zip(token_ids(tokenizer, first), token_ids(tokenizer, second)):
     while len(tokens_a) + len(tokens_b) > max_length - 3:
       if len(tokens_a) > len(tokens_b):
         tokens_a = tokens_a[:-1]

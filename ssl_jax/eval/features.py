@@ -1,8 +1,9 @@
-"""Frozen features for downstream probes: the checkpoint, the untrained encoder, raw pixels.
+"""Frozen features for downstream probes: the checkpoint, the untrained encoder, raw inputs.
 
 Extraction runs a jitted feature function over the mesh (eval batch sharded on `data`) and
 gathers the features of every process, dropping the padding rows of the last batch. Images
-are normalised exactly as training normalised its views before they reach `represent`.
+are normalised exactly as training normalised its views before they reach `represent`; text
+inputs (token ids and masks) reach it as they are.
 """
 from typing import Any, Callable, Iterable, Iterator
 
@@ -14,19 +15,63 @@ from tqdm import tqdm
 
 from ssl_jax import parallel
 from ssl_jax.data import augment
+from ssl_jax.data.tokenizer import FIRST_WORD_ID
+from ssl_jax.train import TEXT_INPUTS
 
 FeatureFn = Callable[[jax.Array], jax.Array]
 
 
+def model_inputs(batch: dict[str, Any]):
+  """What a feature function reads from an evaluation batch: the uint8 images, or the text
+  inputs (`train.TEXT_INPUTS`) as a dict."""
+  if "image" in batch:
+    return batch["image"]
+  return {key: batch[key] for key in TEXT_INPUTS}
+
+
 def representation_fn(represent: Callable[..., jax.Array], params: Any, extra: Any,
                       config) -> FeatureFn:
-  """uint8 images -> `represent(params, extra, normalised images)`."""
-  return lambda images: represent(params, extra, augment.normalize_images(images, config))
+  """uint8 images -> `represent(params, extra, normalised images)`; text inputs are passed
+  as they are."""
+  return lambda inputs: represent(params, extra, normalised_inputs(inputs, config))
+
+
+def normalised_inputs(inputs, config):
+  """`model_inputs` as the method's functions take them: images normalised as training
+  normalised its views, text inputs unchanged."""
+  if isinstance(inputs, dict):
+    return inputs
+  return augment.normalize_images(inputs, config)
 
 
 def raw_pixels_fn(images: jax.Array) -> jax.Array:
   """Flattened pixels in [0, 1]: the baseline a representation must beat."""
   return images.reshape(images.shape[0], -1).astype(jnp.float32) / 255.0
+
+
+def bag_of_words_fn(vocab_size: int) -> FeatureFn:
+  """Text inputs -> L2-normalised log(1 + count) of each non-special token id [b, vocab].
+
+  The text baseline a representation must beat, as raw pixels are for images: sublinear
+  term frequencies (Salton & Buckley 1988) over the run's own WordPiece vocabulary, with
+  [PAD] [UNK] [CLS] [SEP] [MASK] (ids below `FIRST_WORD_ID`) left out.
+  """
+  def features(inputs: dict[str, jax.Array]) -> jax.Array:
+    tokens = inputs["tokens"]
+    counted = (inputs["attention_mask"] > 0) & (tokens >= FIRST_WORD_ID)
+    rows = jnp.broadcast_to(jnp.arange(tokens.shape[0])[:, None], tokens.shape)
+    counts = jnp.zeros((tokens.shape[0], vocab_size), jnp.float32).at[rows, tokens].add(
+        counted.astype(jnp.float32))
+    weights = jnp.log1p(counts)
+    return weights / jnp.maximum(jnp.linalg.norm(weights, axis=1, keepdims=True), 1e-12)
+  return features
+
+
+def raw_features_fn(config) -> FeatureFn:
+  """The `raw` baseline of the run's modality: pixels, or a bag of words for text."""
+  if config.data.get("modality", "image") == "text":
+    return bag_of_words_fn(config.tokenizer.vocab_size)
+  return raw_pixels_fn
 
 
 def progress(items: Iterable, description: str, unit: str = "batch") -> Iterable:
@@ -44,7 +89,8 @@ def extract(feature_fn: FeatureFn, batches: Iterator[dict[str, np.ndarray]],
   for batch in progress(batches, description):
     batch = parallel.global_batch(batch, mesh)
     gathered = multihost_utils.process_allgather(
-        {"features": compiled(batch["image"]), "label": batch["label"], "mask": batch["mask"]},
+        {"features": compiled(model_inputs(batch)), "label": batch["label"],
+         "mask": batch["mask"]},
         tiled=True)
     keep = np.asarray(gathered["mask"], bool)
     features.append(np.asarray(gathered["features"], np.float32)[keep])

@@ -1,0 +1,293 @@
+"""Host input pipeline for text: TFDS text datasets -> WordPiece token rows.
+
+The text counterpart of `ssl_jax.data.pipeline` (images), with the same guarantees: a
+training stream is a pure function of (config.seed, step) and resumes exactly; evaluation
+reads each split once, in order, padded to whole batches with a `mask`. tf.data reads,
+orders and batches the raw strings (an in-memory cache for small datasets, streamed files
+otherwise); the run's tokenizer (`ssl_jax.data.tokenizer`, trained once on the training split
+and saved in the workdir as `tokenizer.json`) turns each batch into rows on the host.
+
+A training batch holds (`config.data.max_length` = L):
+  tokens int32 [b, L]          [CLS] text [SEP] [PAD]..., or [CLS] A [SEP] B [SEP] [PAD]...
+  attention_mask int32 [b, L]  1 on real tokens, 0 on padding
+  segment_ids int32 [b, L]     0 on [CLS], A and its [SEP]; 1 on B and its [SEP]; 0 on padding
+  next_sentence int32 [b]      1 when B is the true continuation of A (sentence pairs only)
+  label int32 [b]              when `config.data.label_key` is set (labelled datasets)
+
+Sentence pairs (`config.data.sentence_pairs`, BERT's next-sentence prediction, Devlin et al.
+2019, sec. 3.1 Task #2): each text is cut at a random sentence boundary (at a random word
+when it is one sentence) into A and its continuation B; with probability 1/2, B is replaced
+by the continuation of another text of the batch (label 0). A keeps its end and B its
+beginning when the pair is longer than L, so the two always meet at the cut. BERT cut pairs
+from a document's consecutive sentences; here a dataset's text (a `python_docs` paragraph, an
+`lm1b` sentence, a `wikipedia` article, an `imdb_reviews` review) is the document.
+
+A single text longer than L - 2 tokens is cut to a window at a random offset during training
+(every part of a long article gets read over the epochs) and to its beginning in evaluation.
+"""
+from collections.abc import Iterator
+import dataclasses
+import math
+import os
+import re
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from tokenizers import Tokenizer
+
+from ssl_jax.data import pipeline
+from ssl_jax.data import tokenizer as tokenizer_lib
+from ssl_jax.errors import UserError
+
+TOKENIZER_FILE = "tokenizer.json"
+# Training splits with at most this many texts are read once and kept in host memory.
+_MAX_CACHED_TEXTS = 2_000_000
+# A sentence ends at . ! or ? followed by white space and a capital, digit, quote or bracket.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
+
+
+@dataclasses.dataclass(frozen=True)
+class TextDatasetInfo:
+  """What the trainer needs to size a run and a model for a text dataset.
+
+  input_shape: (L,), one example's token row. num_classes: classes of `config.data.label_key`
+  (None without labels).
+  """
+  num_train_examples: int
+  num_test_examples: int
+  num_classes: int | None
+  input_shape: tuple[int]
+
+
+def _text_key(config: Any) -> str:
+  return config.data.get("text_key", "text")
+
+
+def dataset_info(config: Any) -> TextDatasetInfo:
+  """Sizes, classes and the row shape of the configured text dataset."""
+  builder = pipeline.load_builder(config)
+  data = config.data
+  if data.max_length < 4:
+    raise UserError(f"config.data.max_length must be >= 4 ([CLS] A [SEP] B [SEP]), got "
+                    f"{data.max_length}")
+  pipeline.dataset_feature(builder, _text_key(config))  # a UserError naming a missing feature
+  label_key = data.get("label_key")
+  num_classes = None
+  if label_key is not None:
+    num_classes = getattr(pipeline.dataset_feature(builder, label_key), "num_classes", None)
+  return TextDatasetInfo(
+      num_train_examples=pipeline.num_examples(builder, data.train_split),
+      num_test_examples=(
+          0 if data.test_split is None else pipeline.num_examples(builder, data.test_split)),
+      num_classes=num_classes, input_shape=(data.max_length,))
+
+
+def _texts(ds: tf.data.Dataset, text_key: str, limit: int) -> list[str]:
+  return [ex[text_key].decode("utf-8") for ex in ds.take(limit).as_numpy_iterator()]
+
+
+def run_tokenizer(config: Any, workdir: str, create: bool) -> Tokenizer:
+  """The run's tokenizer: `workdir/tokenizer.json`, trained first when `create` and absent.
+
+  It is learned from the first `config.tokenizer.train_texts` texts of the training split in
+  file order, so every process of a run (and a rerun) learns the same vocabulary; process 0
+  writes it, atomically. Evaluation and inference (`create=False`) only load it.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, TOKENIZER_FILE)
+  if os.path.exists(path):
+    try:
+      return tokenizer_lib.load(path)
+    except ValueError as e:
+      raise UserError(str(e)) from None
+  if not create:
+    raise UserError(f"no tokenizer in '{workdir}' ({TOKENIZER_FILE}); was this run trained?")
+  settings = config.tokenizer
+  builder = pipeline.load_builder(config)
+  text_key = _text_key(config)
+  texts = _texts(pipeline.open_split(
+      builder, config.data.train_split,
+      decoders=tfds.decode.PartialDecoding({text_key: True})), text_key, settings.train_texts)
+  try:
+    tokenizer = tokenizer_lib.train_tokenizer(texts, settings.vocab_size, settings.lowercase,
+                                              settings.min_frequency)
+  except ValueError as e:
+    raise UserError(f"training the tokenizer on '{config.dataset}': {e}") from None
+  if jax.process_index() == 0:
+    tokenizer_lib.save(tokenizer, path + ".tmp")
+    os.replace(path + ".tmp", path)
+  return tokenizer
+
+
+def _split_at_sentence(text: str, draw: float) -> tuple[str, str]:
+  """(A, B): `text` cut at the sentence boundary chosen by `draw` in [0, 1) (at a word when
+  there is one sentence; B is empty for a one-word text)."""
+  pieces = _SENTENCE_END.split(text)
+  if len(pieces) < 2:
+    pieces = text.split()
+  if len(pieces) < 2:
+    return text, ""
+  cut = 1 + int(draw * (len(pieces) - 1))
+  return " ".join(pieces[:cut]), " ".join(pieces[cut:])
+
+
+def _fit_pair(first: list[int], second: list[int], budget: int) -> tuple[list[int], list[int]]:
+  """Keeps A's end and B's beginning within `budget` tokens: each keeps at least half the
+  budget, or all of itself when shorter, and the shorter one's spare room goes to the other."""
+  keep_second = min(len(second), max(budget - len(first), budget // 2))
+  keep_first = min(len(first), budget - keep_second)
+  return first[len(first) - keep_first:], second[:keep_second]
+
+
+def encode_pairs(tokenizer: Tokenizer, texts: list[str], cut_draws: np.ndarray,
+                 swap: np.ndarray, max_length: int) -> dict[str, np.ndarray]:
+  """Sentence-pair rows for next-sentence prediction (see the module docstring).
+
+  Text i is cut at `cut_draws[i]`; where `swap[i]`, its B is the continuation of text
+  (i + 1) mod b instead, and next_sentence is 0.
+  """
+  halves = [_split_at_sentence(text, draw) for text, draw in zip(texts, cut_draws)]
+  ids = tokenizer_lib.token_ids(tokenizer, [a for a, _ in halves] + [b for _, b in halves])
+  firsts, seconds = ids[:len(texts)], ids[len(texts):]
+  tokens = np.full((len(texts), max_length), tokenizer_lib.PAD_ID, np.int32)
+  segments = np.zeros_like(tokens)
+  mask = np.zeros_like(tokens)
+  for i, first in enumerate(firsts):
+    second = seconds[(i + 1) % len(texts)] if swap[i] else seconds[i]
+    first, second = _fit_pair(first, second, max_length - 3)
+    row = [tokenizer_lib.CLS_ID, *first, tokenizer_lib.SEP_ID, *second, tokenizer_lib.SEP_ID]
+    tokens[i, :len(row)] = row
+    mask[i, :len(row)] = 1
+    segments[i, len(first) + 2:len(row)] = 1
+  return {"tokens": tokens, "attention_mask": mask, "segment_ids": segments,
+          "next_sentence": (~swap).astype(np.int32)}
+
+
+def encode_texts(tokenizer: Tokenizer, texts: list[str], offsets: np.ndarray | None,
+                 max_length: int) -> dict[str, np.ndarray]:
+  """Single-text rows [CLS] window [SEP]: the window starts at `offsets[i]` (a fraction of
+  the room a long text leaves) or at the beginning when `offsets` is None."""
+  budget = max_length - 2
+  tokens = np.full((len(texts), max_length), tokenizer_lib.PAD_ID, np.int32)
+  mask = np.zeros_like(tokens)
+  for i, ids in enumerate(tokenizer_lib.token_ids(tokenizer, texts)):
+    start = 0 if offsets is None else int(offsets[i] * (max(len(ids) - budget, 0) + 1))
+    row = [tokenizer_lib.CLS_ID, *ids[start:start + budget], tokenizer_lib.SEP_ID]
+    tokens[i, :len(row)] = row
+    mask[i, :len(row)] = 1
+  return {"tokens": tokens, "attention_mask": mask, "segment_ids": np.zeros_like(tokens),
+          "next_sentence": np.zeros((len(texts),), np.int32)}
+
+
+def _decoded(raw: np.ndarray) -> list[str]:
+  return [t.decode("utf-8") for t in raw]
+
+
+def train_batches(config: Any, tokenizer: Tokenizer, *, start_step: int, process_index: int,
+                  process_count: int) -> Iterator[dict[str, np.ndarray]]:
+  """An endless iterator over this process's token batches from step `start_step` on.
+
+  Epoch e of process p reads the process's shard in an order seeded by (seed, p, e) and keeps
+  `steps_per_epoch * b` texts; the pair cut, the pair swap and the window offset of the text
+  at position i come from row i of stateless draws seeded by (seed, p, e), so resuming at
+  step S (skipping (S mod steps_per_epoch) * b texts) reproduces the uninterrupted stream.
+  """
+  if start_step < 0:
+    raise UserError(f"start_step must be >= 0, got {start_step}")
+  builder = pipeline.load_builder(config)
+  data = config.data
+  batch = pipeline.local_batch_size(config.batch_size, process_count)
+  shards = pipeline.process_shards(data.train_split, process_index, process_count)
+  shard_sizes = [pipeline.num_examples(builder, s) for s in shards]
+  steps_per_epoch = min(shard_sizes) // batch
+  if steps_per_epoch == 0:
+    raise UserError(f"batch_size {config.batch_size} exceeds the {data.train_split!r} split "
+                    f"of '{config.dataset}' ({process_count} process(es))")
+  text_key, label_key = _text_key(config), data.get("label_key")
+  keys = [text_key] + ([label_key] if label_key else [])
+  for key in keys:
+    pipeline.dataset_feature(builder, key)
+  decoders = tfds.decode.PartialDecoding({key: True for key in keys})
+  shard, shard_size = shards[process_index], shard_sizes[process_index]
+  base_key = tf.constant([config.seed, process_index], tf.int64)
+
+  if shard_size <= _MAX_CACHED_TEXTS:
+    examples = pipeline.open_split(builder, shard, decoders=decoders).cache()
+
+    def epoch_order(file_seed: tf.Tensor, shuffle_seed: tf.Tensor) -> tf.data.Dataset:
+      del file_seed
+      return examples.shuffle(shard_size, seed=shuffle_seed, reshuffle_each_iteration=False)
+  else:
+    def epoch_order(file_seed: tf.Tensor, shuffle_seed: tf.Tensor) -> tf.data.Dataset:
+      read_config = tfds.ReadConfig(shuffle_seed=file_seed,
+                                    shuffle_reshuffle_each_iteration=False,
+                                    try_autocache=False)
+      ds = pipeline.open_split(builder, shard, shuffle_files=True, decoders=decoders,
+                               read_config=read_config)
+      return ds.shuffle(data.shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
+
+  @tf.autograph.experimental.do_not_convert
+  def epoch_examples(epoch: tf.Tensor) -> tf.data.Dataset:
+    epoch_key = tf.random.experimental.stateless_fold_in(base_key, epoch)
+    file_key, shuffle_key, draw_key = tf.unstack(
+        tf.random.experimental.stateless_split(epoch_key, 3))
+    size = steps_per_epoch * batch
+    draws = tf.random.stateless_uniform([size, 3], seed=draw_key)
+    ds = epoch_order(pipeline.op_seed(file_key), pipeline.op_seed(shuffle_key)).take(size)
+    return tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(draws))
+
+  start_epoch, step_in_epoch = divmod(start_step, steps_per_epoch)
+  ds = tf.data.Dataset.counter(start_epoch).flat_map(epoch_examples)
+  ds = ds.skip(step_in_epoch * batch).batch(batch, drop_remainder=True)
+  for examples, draws in ds.prefetch(data.prefetch).as_numpy_iterator():
+    texts = _decoded(examples[text_key])
+    if data.sentence_pairs:
+      out = encode_pairs(tokenizer, texts, draws[:, 0], draws[:, 1] < 0.5, data.max_length)
+    else:
+      out = encode_texts(tokenizer, texts, draws[:, 2], data.max_length)
+    if label_key:
+      out["label"] = examples[label_key].astype(np.int32)
+    yield out
+
+
+def eval_batches(config: Any, tokenizer: Tokenizer, split: str, *, batch_size: int,
+                 process_index: int = 0, process_count: int = 1
+                 ) -> Iterator[dict[str, np.ndarray]]:
+  """This process's share of `split`, once, in order: single-text rows from each text's
+  beginning, with "label" (when the dataset has one) and "mask" (False on the padding rows
+  that fill the last batch). Every process yields as many batches as the largest shard."""
+  builder = pipeline.load_builder(config)
+  data = config.data
+  if batch_size < 1:
+    raise UserError(f"eval batch_size must be >= 1, got {batch_size}")
+  shards = pipeline.process_shards(split, process_index, process_count)
+  num_batches = math.ceil(max(pipeline.num_examples(builder, s) for s in shards) / batch_size)
+  text_key, label_key = _text_key(config), data.get("label_key")
+  keys = [text_key] + ([label_key] if label_key else [])
+  for key in keys:
+    pipeline.dataset_feature(builder, key)
+  ds = pipeline.open_split(builder, shards[process_index],
+                           decoders=tfds.decode.PartialDecoding({key: True for key in keys}))
+  ds = ds.batch(batch_size).prefetch(data.prefetch)
+  yielded = 0
+  for examples in ds.as_numpy_iterator():
+    texts = _decoded(examples[text_key])
+    count = len(texts)
+    out = encode_texts(tokenizer, texts + [""] * (batch_size - count), None, data.max_length)
+    for key in ("tokens", "attention_mask"):  # padding rows are all [PAD], with no real token
+      out[key][count:] = 0
+    if label_key:
+      out["label"] = np.zeros((batch_size,), np.int32)
+      out["label"][:count] = examples[label_key]
+    out["mask"] = np.arange(batch_size) < count
+    yielded += 1
+    yield out
+  for _ in range(num_batches - yielded):  # lockstep padding for the smaller shards
+    out = {key: np.zeros_like(value) for key, value in
+           encode_texts(tokenizer, [""] * batch_size, None, data.max_length).items()}
+    if label_key:
+      out["label"] = np.zeros((batch_size,), np.int32)
+    out["mask"] = np.zeros((batch_size,), bool)
+    yield out
