@@ -9,9 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssl_jax.data.tokenizer import MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS
-
-NUM_SPECIAL = len(SPECIAL_TOKENS)  # ids below this are never proposed as a word
+from ssl_jax.data.tokenizer import MASK_ID, PAD_ID, SEP_ID
+from ssl_jax.methods.mlm import NUM_SPECIAL
 
 
 @functools.partial(jax.jit, static_argnames=("network", "k"))

@@ -14,7 +14,8 @@ The representation is the final hidden states (after GPT-2's final LayerNorm) of
 pooled as `pooling` says: "mean" over the real tokens, or "last", the state of the last real
 token, the only one that has read the whole text (the position GPT's Sec. 3.2 classifies from).
 `test_metrics` gives the summed next-token negative log-likelihood (perplexity) and accuracy
-on held-out text; the rng is unused, the forward pass is deterministic.
+on held-out text; the rng is unused, the forward pass is deterministic. Metrics:
+next_token_accuracy (argmax at the positions the loss counts). Dropout draws from the loss's rng.
 
 Config: `config.causal_lm` (pooling), `config.transformer` (the `transformer.Decoder`'s size
 and overrides, dropout, dtype), `config.tokenizer.vocab_size`.

@@ -24,6 +24,10 @@ The representation is the final hidden states of the uncorrupted text, pooled as
 loss's forward pass. `test_metrics` scores held-out text under a masking fixed by its rng:
 masked-token accuracy and the summed negative log-likelihood (perplexity) of the selected tokens.
 
+Metrics: mlm_loss, masked_token_accuracy (at the selected positions), selected_fraction (of the
+maskable tokens, ~select_rate), and with NSP nsp_loss and nsp_accuracy. The masking is drawn
+from the first half of the loss's rng and dropout from the second.
+
 Config: `config.mlm` (select_rate, mask_rate, random_rate, nsp, nsp_weight, pooling),
 `config.transformer` (the `transformer.Encoder`'s size and overrides, dropout, dtype),
 `config.tokenizer.vocab_size`.
@@ -69,6 +73,12 @@ def network(config) -> PreTrainingModel:
                                               **config.transformer))
 
 
+def maskable(tokens: jax.Array, attention_mask: jax.Array) -> jax.Array:
+  """Where a token may be selected for prediction [B, L] bool: real words, not special tokens
+  ([CLS], [SEP], ...) nor padding."""
+  return (tokens >= NUM_SPECIAL) & (attention_mask > 0)
+
+
 def mask_tokens(rng: jax.Array, tokens: jax.Array, attention_mask: jax.Array, vocab_size: int,
                 select_rate: float, mask_rate: float, random_rate: float
                 ) -> tuple[jax.Array, jax.Array]:
@@ -82,8 +92,8 @@ def mask_tokens(rng: jax.Array, tokens: jax.Array, attention_mask: jax.Array, vo
   Returns (corrupted tokens [B, L] int32, selected [B, L] bool).
   """
   select_rng, action_rng, random_rng = jax.random.split(rng, 3)
-  candidates = (tokens >= NUM_SPECIAL) & (attention_mask > 0)
-  selected = candidates & (jax.random.uniform(select_rng, tokens.shape) < select_rate)
+  coin = jax.random.uniform(select_rng, tokens.shape)
+  selected = maskable(tokens, attention_mask) & (coin < select_rate)
   action = jax.random.uniform(action_rng, tokens.shape)
   to_mask = selected & (action < mask_rate)
   to_random = selected & (action >= mask_rate) & (action < mask_rate + random_rate)
@@ -143,7 +153,7 @@ def build(config, length) -> Method:
     corrupted, selected = corrupt(mask_rng, batch)
     output, nsp_logits = forward(params, corrupted, batch, True, dropout_rng)
     mlm_loss = losses.masked_cross_entropy(output.logits, batch["tokens"], selected)
-    candidates = (batch["tokens"] >= NUM_SPECIAL) & (batch["attention_mask"] > 0)
+    candidates = maskable(batch["tokens"], batch["attention_mask"])
     metrics = {"mlm_loss": mlm_loss,
                "masked_token_accuracy": losses.masked_accuracy(output.logits, batch["tokens"],
                                                                selected),
