@@ -19,6 +19,34 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
 
 
+def masked_token_sums(logits: jax.Array, targets: jax.Array, weights: jax.Array
+                      ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(sum of cross-entropies, number of correct argmax predictions, sum of weights) over the
+  positions of `logits` [..., vocab] that `weights` (same shape as `targets`, 1 = counted)
+  selects: the per-position terms of a token-prediction objective (BERT's masked positions,
+  Devlin et al. 2019, Sec. 3.1; GPT's next tokens, Radford et al. 2018, Eq. 1), kept as sums so
+  that a held-out evaluation can add them over batches before dividing.
+  """
+  weights = weights.astype(jnp.float32)
+  nll = jnp.sum(softmax_cross_entropy(logits, targets) * weights)
+  correct = jnp.sum((jnp.argmax(logits, axis=-1) == targets) * weights)
+  return nll, correct, jnp.sum(weights)
+
+
+def masked_cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array
+                         ) -> jax.Array:
+  """Mean cross-entropy of integer `targets` over the positions `weights` selects, in the
+  global batch (0 when none is selected, rather than NaN)."""
+  nll, _, count = masked_token_sums(logits, targets, weights)
+  return nll / jnp.maximum(count, 1.0)
+
+
+def masked_accuracy(logits: jax.Array, targets: jax.Array, weights: jax.Array) -> jax.Array:
+  """Fraction of the positions `weights` selects whose argmax is the target (0 when none)."""
+  _, correct, count = masked_token_sums(logits, targets, weights)
+  return correct / jnp.maximum(count, 1.0)
+
+
 def nt_xent_logits(z_a: jax.Array, z_b: jax.Array, temperature: float):
   """Similarity logits and positive indices of NT-Xent (Chen et al. 2020, Eq. 1).
 

@@ -20,6 +20,13 @@ four functions, so neither ever branches on a method's name:
       each grid is [rows, columns, H', W', C'] in the same normalised space (the evaluation
       un-normalises it with `config.augment`'s mean and std, clips to [0, 1] and writes
       `eval/<name>.png`, linked from `report.md`).
+  test_metrics(params, extra, batch, rng) -> {name: (sum, count)}      (optional)
+      held-out scores of the objective itself, for methods whose objective is worth reporting
+      on unseen data (a language model's perplexity): `batch` is a held-out batch as the loss
+      takes it, `rng` fixes any corruption (the masked-LM's masking) so that the numbers are
+      reproducible. The evaluation adds each metric's sum and count over the held-out split
+      and reports sum / count; a metric named "nll" (summed negative log-likelihood per
+      predicted token) is also reported as the perplexity exp(nll / count).
 """
 import dataclasses
 from typing import Any, Callable, NamedTuple
@@ -51,6 +58,7 @@ class Method:
   represent: Callable[..., jax.Array]
   update_extra: Callable[..., Any] = lambda params, extra, step: extra
   pictures: Callable[..., dict[str, jax.Array]] | None = None
+  test_metrics: Callable[..., dict[str, tuple[jax.Array, jax.Array]]] | None = None
 
 
 def merge_views(views: jax.Array) -> jax.Array:
@@ -72,6 +80,12 @@ def check_num_views(config, expected: int, method: str) -> None:
   if config.data.num_views != expected:
     raise UserError(f"{method} takes {expected} views per image, but config.data.num_views "
                     f"is {config.data.num_views}")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+  """A UserError, at build time, when the config key `name` is not one of `choices`."""
+  if value not in choices:
+    raise UserError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
 def shared_network_method(network: Any, objective: Callable[..., tuple[jax.Array, dict]]

@@ -1,0 +1,182 @@
+"""BERT's masked language model with next-sentence prediction (Devlin, Chang, Lee, Toutanova
+2019, "BERT: Pre-training of Deep Bidirectional Transformers for Language Understanding").
+
+Task #1, masked LM (Sec. 3.1): each real, non-special token is selected independently with
+probability `select_rate` (the paper's 15%); a selected token becomes [MASK] with probability
+`mask_rate` (80%), a uniformly random non-special token with probability `random_rate` (10%),
+and stays unchanged otherwise (10%), so the encoder cannot tell which tokens it will be scored
+on and must keep a contextual representation of every token (Appendix C.2). The loss is the
+cross-entropy of the original token at the selected positions only, averaged over the selected
+positions of the global batch (`losses.masked_cross_entropy`). The paper selects exactly 15% of
+each sequence's positions; here each token is a coin flip, as in Hugging Face's
+`DataCollatorForLanguageModeling`, which gives the same rate in expectation.
+
+Task #2, next-sentence prediction (Sec. 3.1): for pairs `[CLS] A [SEP] B [SEP]`, a linear
+classifier (`nsp`, BERT's `cls.seq_relationship`) on the pooler output (tanh of a dense layer on
+the [CLS] state) says whether B followed A (`batch["next_sentence"]` 1) or is a random text
+(0); its cross-entropy, weighted by `nsp_weight`, is added when `nsp` is on. The head is part of
+the network whether or not NSP is on, so one parameter layout loads every BERT checkpoint; with
+NSP off it gets no gradient.
+
+The representation is the final hidden states of the uncorrupted text, pooled as `pooling` says:
+"mean" over the real tokens (`transformer.masked_mean_pool`) or "cls" (the [CLS] state,
+`transformer.cls_pool`). The online probe sees the same pooling of the corrupted text, from the
+loss's forward pass. `test_metrics` scores held-out text under a masking fixed by its rng:
+masked-token accuracy and the summed negative log-likelihood (perplexity) of the selected tokens.
+
+Metrics: mlm_loss, masked_token_accuracy (at the selected positions), selected_fraction (of the
+maskable tokens, ~select_rate), and with NSP nsp_loss and nsp_accuracy. The masking is drawn
+from the first half of the loss's rng and dropout from the second.
+
+Config: `config.mlm` (select_rate, mask_rate, random_rate, nsp, nsp_weight, pooling),
+`config.transformer` (the `transformer.Encoder`'s size and overrides, dropout, dtype),
+`config.tokenizer.vocab_size`.
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ssl_jax import losses
+from ssl_jax.data.tokenizer import MASK_ID, SPECIAL_TOKENS
+from ssl_jax.errors import UserError
+from ssl_jax.methods import Method, StepOutput, check_choice
+from ssl_jax.models import transformer
+
+NUM_SPECIAL = len(SPECIAL_TOKENS)  # ids below this are [PAD] [UNK] [CLS] [SEP] [MASK]
+POOLINGS = ("mean", "cls")
+
+
+class PreTrainingModel(nn.Module):
+  """BERT for pre-training (Hugging Face's `BertForPreTraining`): the encoder with its MLM head
+  and pooler, and the next-sentence classifier on the pooled [CLS] feature.
+
+  Parameters: {"encoder": the `transformer.Encoder`'s, "nsp": {"kernel" [width, 2], "bias" [2]}}.
+  """
+  encoder: transformer.Encoder
+
+  @nn.compact
+  def __call__(self, tokens, segment_ids=None, attention_mask=None, train: bool = False
+               ) -> tuple[transformer.TransformerOutput, jax.Array]:
+    """The encoder's output and the next-sentence logits [batch, 2] (float32; class 1 = "B
+    follows A")."""
+    output = self.encoder(tokens, segment_ids, attention_mask, train=train)
+    nsp_logits = nn.Dense(2, kernel_init=nn.initializers.normal(stddev=0.02), name="nsp")(
+        output.pooled)
+    return output, nsp_logits.astype(jnp.float32)
+
+
+def network(config) -> PreTrainingModel:
+  """The BERT pre-training network that `config` trains (also for inference and converters)."""
+  return PreTrainingModel(transformer.Encoder(vocab_size=config.tokenizer.vocab_size,
+                                              **config.transformer))
+
+
+def maskable(tokens: jax.Array, attention_mask: jax.Array) -> jax.Array:
+  """Where a token may be selected for prediction [B, L] bool: real words, not special tokens
+  ([CLS], [SEP], ...) nor padding."""
+  return (tokens >= NUM_SPECIAL) & (attention_mask > 0)
+
+
+def mask_tokens(rng: jax.Array, tokens: jax.Array, attention_mask: jax.Array, vocab_size: int,
+                select_rate: float, mask_rate: float, random_rate: float
+                ) -> tuple[jax.Array, jax.Array]:
+  """BERT's masked-LM corruption (Devlin et al. 2019, Sec. 3.1, Task #1; Appendix C.2).
+
+  Each token with attention_mask 1 and a non-special id (>= NUM_SPECIAL) is selected with
+  probability `select_rate`; a selected token becomes [MASK] with probability `mask_rate`, a
+  uniformly random id in [NUM_SPECIAL, vocab_size) with probability `random_rate`, and is kept
+  otherwise. Special tokens and padding are never selected.
+
+  Returns (corrupted tokens [B, L] int32, selected [B, L] bool).
+  """
+  select_rng, action_rng, random_rng = jax.random.split(rng, 3)
+  coin = jax.random.uniform(select_rng, tokens.shape)
+  selected = maskable(tokens, attention_mask) & (coin < select_rate)
+  action = jax.random.uniform(action_rng, tokens.shape)
+  to_mask = selected & (action < mask_rate)
+  to_random = selected & (action >= mask_rate) & (action < mask_rate + random_rate)
+  random_ids = jax.random.randint(random_rng, tokens.shape, NUM_SPECIAL, vocab_size,
+                                  dtype=tokens.dtype)
+  corrupted = jnp.where(to_mask, MASK_ID, jnp.where(to_random, random_ids, tokens))
+  return corrupted.astype(tokens.dtype), selected
+
+
+def pool(hidden: jax.Array, attention_mask: jax.Array, pooling: str) -> jax.Array:
+  """The sequence representation [B, width]: mean over real tokens, or the [CLS] state."""
+  if pooling == "cls":
+    return transformer.cls_pool(hidden)
+  return transformer.masked_mean_pool(hidden, attention_mask)
+
+
+def _check(config) -> None:
+  """Build-time checks of `config.mlm` and the vocabulary."""
+  settings = config.mlm
+  for name in ("select_rate", "mask_rate", "random_rate"):
+    if not 0.0 <= settings[name] <= 1.0:
+      raise UserError(f"mlm.{name} must be in [0, 1], got {settings[name]}")
+  if settings.mask_rate + settings.random_rate > 1.0:
+    raise UserError(f"mlm.mask_rate + mlm.random_rate must be at most 1, got "
+                    f"{settings.mask_rate} + {settings.random_rate}")
+  if settings.nsp_weight < 0:
+    raise UserError(f"mlm.nsp_weight must be non-negative, got {settings.nsp_weight}")
+  check_choice("mlm.pooling", settings.pooling, POOLINGS)
+  if config.tokenizer.vocab_size <= NUM_SPECIAL:
+    raise UserError(f"tokenizer.vocab_size {config.tokenizer.vocab_size} leaves no room beyond "
+                    f"the {NUM_SPECIAL} special tokens")
+
+
+def build(config, length) -> Method:
+  del length  # No schedule besides the optimizer's.
+  _check(config)
+  settings = config.mlm
+  vocab_size = config.tokenizer.vocab_size
+  model = network(config)
+
+  def corrupt(rng, batch):
+    return mask_tokens(rng, batch["tokens"], batch["attention_mask"], vocab_size,
+                       settings.select_rate, settings.mask_rate, settings.random_rate)
+
+  def forward(params, tokens, batch, train, dropout_rng=None):
+    rngs = {"dropout": dropout_rng} if dropout_rng is not None else {}
+    return model.apply({"params": params}, tokens, batch["segment_ids"],
+                       batch["attention_mask"], train=train, rngs=rngs)
+
+  def init(rng: jax.Array, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
+    params = model.init(rng, batch["tokens"], batch["segment_ids"], batch["attention_mask"])
+    return params["params"], {}  # No state besides the parameters.
+
+  def loss(params, extra, batch, rng, step):
+    del step
+    mask_rng, dropout_rng = jax.random.split(rng)
+    corrupted, selected = corrupt(mask_rng, batch)
+    output, nsp_logits = forward(params, corrupted, batch, True, dropout_rng)
+    mlm_loss = losses.masked_cross_entropy(output.logits, batch["tokens"], selected)
+    candidates = maskable(batch["tokens"], batch["attention_mask"])
+    metrics = {"mlm_loss": mlm_loss,
+               "masked_token_accuracy": losses.masked_accuracy(output.logits, batch["tokens"],
+                                                               selected),
+               "selected_fraction": jnp.sum(selected) / jnp.maximum(jnp.sum(candidates), 1)}
+    value = mlm_loss
+    if settings.nsp:
+      nsp_loss = jnp.mean(losses.softmax_cross_entropy(nsp_logits, batch["next_sentence"]))
+      metrics["nsp_loss"] = nsp_loss
+      metrics["nsp_accuracy"] = losses.top1_accuracy(nsp_logits, batch["next_sentence"])
+      value = value + settings.nsp_weight * nsp_loss
+    features = pool(output.hidden, batch["attention_mask"], settings.pooling)
+    return value, StepOutput(extra, metrics, features)
+
+  def represent(params, extra, inputs):
+    del extra
+    output, _ = forward(params, inputs["tokens"], inputs, False)
+    return pool(output.hidden, inputs["attention_mask"], settings.pooling)
+
+  def test_metrics(params, extra, batch, rng):
+    del extra
+    corrupted, selected = corrupt(rng, batch)
+    output, _ = forward(params, corrupted, batch, False)
+    nll, correct, count = losses.masked_token_sums(output.logits, batch["tokens"], selected)
+    return {"masked_token_accuracy": (correct, count), "nll": (nll, count)}
+
+  return Method(init=init, loss=loss, represent=represent, test_metrics=test_metrics)
