@@ -6,7 +6,7 @@ python_docs (default; offline, 2 CPU cores):
     python -m ssl_jax.main --config=configs/causal_lm.py:python_docs \
         --workdir=runs/causal_lm_python_docs
   A 2-layer, width-128 pre-LN decoder on the embedded CPython documentation, rows of 64
-  tokens ([CLS] starts a text, [SEP] ends it), batch 128, 2000 steps; then held-out
+  tokens ([CLS] starts a text, [SEP] ends it), batch 64, 2000 steps; then held-out
   perplexity on the test paragraphs and the probes on docstrings labelled by package
   (python_docs/labelled) against a bag of words. Sample from it with
   `python -m ssl_jax.generate --workdir=W "prompt"`. Measured numbers are in README.md.

@@ -16,8 +16,13 @@ from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 
 from ssl_jax.errors import UserError  # pylint: disable=g-import-not-at-top
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A masked-LM run directory (configs/mlm.py).")
-_TOP_K = flags.DEFINE_integer("top_k", 5, "Candidates printed for each [MASK].")
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """Defined when run as a program, not at import (tests import both command lines)."""
+  flags.DEFINE_string("workdir", None, "A masked-LM run directory (configs/mlm.py).")
+  flags.DEFINE_integer("top_k", 5, "Candidates printed for each [MASK].")
 
 
 def fill(workdir: str, texts: list[str], top_k: int) -> list[list[list[tuple[str, float]]]]:
@@ -53,11 +58,11 @@ def fill(workdir: str, texts: list[str], top_k: int) -> list[list[list[tuple[str
 
 def main(argv):
   try:
-    if not _WORKDIR.value:
+    if not FLAGS.workdir:
       raise UserError("--workdir is required")
     if len(argv) < 2:
       raise UserError('give at least one text with [MASK], e.g. "The [MASK] statement ..."')
-    for text, masks in zip(argv[1:], fill(_WORKDIR.value, argv[1:], _TOP_K.value)):
+    for text, masks in zip(argv[1:], fill(FLAGS.workdir, argv[1:], FLAGS.top_k)):
       print(text)
       for number, candidates in enumerate(masks, 1):
         shown = "  ".join(f"{token} {probability:.3f}" for token, probability in candidates)
@@ -68,5 +73,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   logging.set_verbosity(logging.WARNING)
   app.run(main)

@@ -16,12 +16,17 @@ from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 
 from ssl_jax.errors import UserError  # pylint: disable=g-import-not-at-top
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A causal-LM run directory (configs/causal_lm.py).")
-_TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "Softmax temperature; 0 = greedy.")
-_TOP_K = flags.DEFINE_integer("top_k", 40, "Sample among the k most probable tokens; 0 = all.")
-_MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 40, "Most tokens to add.")
-_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
-_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Continuations drawn (seeds seed, seed+1, ...).")
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """Defined when run as a program, not at import (tests import both command lines)."""
+  flags.DEFINE_string("workdir", None, "A causal-LM run directory (configs/causal_lm.py).")
+  flags.DEFINE_float("temperature", 0.8, "Softmax temperature; 0 = greedy.")
+  flags.DEFINE_integer("top_k", 40, "Sample among the k most probable tokens; 0 = all.")
+  flags.DEFINE_integer("max_new_tokens", 40, "Most tokens to add.")
+  flags.DEFINE_integer("seed", 0, "Sampling seed.")
+  flags.DEFINE_integer("num_samples", 1, "Continuations drawn (seeds seed, seed+1, ...).")
 
 
 def generate(workdir: str, prompt: str, *, temperature: float, top_k: int, max_new_tokens: int,
@@ -52,13 +57,13 @@ def generate(workdir: str, prompt: str, *, temperature: float, top_k: int, max_n
 
 def main(argv):
   try:
-    if not _WORKDIR.value:
+    if not FLAGS.workdir:
       raise UserError("--workdir is required")
     if len(argv) != 2:
       raise UserError('give one prompt, e.g. "Return the number of"')
-    for text in generate(_WORKDIR.value, argv[1], temperature=_TEMPERATURE.value,
-                         top_k=_TOP_K.value, max_new_tokens=_MAX_NEW_TOKENS.value,
-                         seed=_SEED.value, num_samples=_SAMPLES.value):
+    for text in generate(FLAGS.workdir, argv[1], temperature=FLAGS.temperature,
+                         top_k=FLAGS.top_k, max_new_tokens=FLAGS.max_new_tokens,
+                         seed=FLAGS.seed, num_samples=FLAGS.num_samples):
       print(text)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
@@ -66,5 +71,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   logging.set_verbosity(logging.WARNING)
   app.run(main)

@@ -70,7 +70,7 @@ def test_builder_metadata_and_split_sizes(corpus):
   if python_docs.PYTHON_VERSION == "3.11.7":  # the sizes the builder docstring states
     assert {name: tuple(builder.info.splits[split].num_examples for split in ("train", "test"))
             for name, (builder, _) in corpus.items()} == {
-                "plain": (8749, 2451), "labelled": (1960, 517)}
+                "plain": (8752, 2451), "labelled": (1960, 517)}
 
 
 def test_no_text_in_both_splits_and_no_duplicates(corpus):
@@ -105,15 +105,31 @@ def test_labels_valid_and_every_class_in_both_splits(corpus):
 
 
 def test_corpus_is_deterministic(corpus):
-  """Collecting the texts again gives the stored corpus, text for text and split for split."""
+  """Reading the texts again, in another isolated interpreter, gives the stored corpus, text
+  for text and split for split."""
+  again = python_docs.pristine_corpora()
   _, splits = corpus["plain"]
-  again = python_docs.plain_corpus()
   stored = sorted(t for split in ("train", "test") for t in splits[split]["text"])
-  assert stored == sorted(p.text.encode("utf-8") for p in again)
+  assert stored == sorted(p["text"].encode("utf-8") for p in again["plain"])
   _, splits = corpus["labelled"]
-  again = python_docs.labelled_corpus()
-  test = sorted(d.text.encode("utf-8") for d in again if python_docs.is_test(d.text))
+  test = sorted(d["text"].encode("utf-8") for d in again["labelled"]
+                if python_docs.is_test(d["text"]))
   assert sorted(splits["test"]["text"]) == test
+
+
+def test_corpus_ignores_what_the_preparing_process_patched(monkeypatch):
+  """A package that replaces a standard function (torch replaces `inspect.getfile`) changes
+  the live docstrings, but not the corpus, which an isolated interpreter reads."""
+  import inspect  # pylint: disable=g-import-not-at-top
+  def patched_getfile(obj):
+    """Not CPython's documentation."""
+    return obj
+  patched_getfile.__module__ = "some_package"
+  monkeypatch.setattr(inspect, "getfile", patched_getfile)
+  live = {p.text for p in python_docs.plain_corpus()}
+  pristine = {p["text"] for p in python_docs.pristine_corpora()["plain"]}
+  getfile_doc = "Work out which source or compiled file an object was defined in."
+  assert getfile_doc in pristine and getfile_doc not in live
 
 
 def test_paragraph_rule():

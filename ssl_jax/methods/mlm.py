@@ -28,7 +28,11 @@ Metrics: mlm_loss, masked_token_accuracy (at the selected positions), selected_f
 maskable tokens, ~select_rate), and with NSP nsp_loss and nsp_accuracy. The masking is drawn
 from the first half of the loss's rng and dropout from the second.
 
-Config: `config.mlm` (select_rate, mask_rate, random_rate, nsp, nsp_weight, pooling),
+With `max_predictions` set, a row keeps at most that many selections and the MLM head scores
+only those positions (BERT's `max_predictions_per_seq`; see `mask_tokens`).
+
+Config: `config.mlm` (select_rate, mask_rate, random_rate, nsp, nsp_weight, pooling, and the
+optional max_predictions),
 `config.transformer` (the `transformer.Encoder`'s size and overrides, dropout, dtype),
 `config.tokenizer.vocab_size`.
 """
@@ -57,11 +61,11 @@ class PreTrainingModel(nn.Module):
   encoder: transformer.Encoder
 
   @nn.compact
-  def __call__(self, tokens, segment_ids=None, attention_mask=None, train: bool = False
-               ) -> tuple[transformer.TransformerOutput, jax.Array]:
-    """The encoder's output and the next-sentence logits [batch, 2] (float32; class 1 = "B
-    follows A")."""
-    output = self.encoder(tokens, segment_ids, attention_mask, train=train)
+  def __call__(self, tokens, segment_ids=None, attention_mask=None, train: bool = False,
+               positions=None) -> tuple[transformer.TransformerOutput, jax.Array]:
+    """The encoder's output (MLM logits at `positions` [batch, P] only, when given) and the
+    next-sentence logits [batch, 2] (float32; class 1 = "B follows A")."""
+    output = self.encoder(tokens, segment_ids, attention_mask, train=train, positions=positions)
     nsp_logits = nn.Dense(2, kernel_init=nn.initializers.normal(stddev=0.02), name="nsp")(
         output.pooled)
     return output, nsp_logits.astype(jnp.float32)
@@ -80,20 +84,25 @@ def maskable(tokens: jax.Array, attention_mask: jax.Array) -> jax.Array:
 
 
 def mask_tokens(rng: jax.Array, tokens: jax.Array, attention_mask: jax.Array, vocab_size: int,
-                select_rate: float, mask_rate: float, random_rate: float
-                ) -> tuple[jax.Array, jax.Array]:
+                select_rate: float, mask_rate: float, random_rate: float,
+                max_predictions: int | None = None) -> tuple[jax.Array, jax.Array]:
   """BERT's masked-LM corruption (Devlin et al. 2019, Sec. 3.1, Task #1; Appendix C.2).
 
   Each token with attention_mask 1 and a non-special id (>= NUM_SPECIAL) is selected with
   probability `select_rate`; a selected token becomes [MASK] with probability `mask_rate`, a
   uniformly random id in [NUM_SPECIAL, vocab_size) with probability `random_rate`, and is kept
-  otherwise. Special tokens and padding are never selected.
+  otherwise. Special tokens and padding are never selected. With `max_predictions` (BERT's
+  `max_predictions_per_seq`), a row keeps at most that many selections, those with the smallest
+  selection draws, so the cap drops a uniformly random subset and no position is favoured.
 
   Returns (corrupted tokens [B, L] int32, selected [B, L] bool).
   """
   select_rng, action_rng, random_rng = jax.random.split(rng, 3)
   coin = jax.random.uniform(select_rng, tokens.shape)
   selected = maskable(tokens, attention_mask) & (coin < select_rate)
+  if max_predictions is not None and max_predictions < tokens.shape[1]:
+    kept_draws, _ = jax.lax.top_k(jnp.where(selected, -coin, -jnp.inf), max_predictions)
+    selected &= coin <= -kept_draws[:, -1:]
   action = jax.random.uniform(action_rng, tokens.shape)
   to_mask = selected & (action < mask_rate)
   to_random = selected & (action >= mask_rate) & (action < mask_rate + random_rate)
@@ -101,6 +110,22 @@ def mask_tokens(rng: jax.Array, tokens: jax.Array, attention_mask: jax.Array, vo
                                   dtype=tokens.dtype)
   corrupted = jnp.where(to_mask, MASK_ID, jnp.where(to_random, random_ids, tokens))
   return corrupted.astype(tokens.dtype), selected
+
+
+def prediction_positions(selected: jax.Array, max_predictions: int | None
+                         ) -> tuple[jax.Array | None, jax.Array]:
+  """(positions [B, P], weights [B, P]): the selected positions of each row first (in order),
+  padded with unselected ones of weight 0, P = `max_predictions`; (None, selected) without a
+  cap, where the head scores every position."""
+  if max_predictions is None or max_predictions >= selected.shape[1]:
+    return None, selected
+  positions = jnp.argsort(~selected, axis=1, stable=True)[:, :max_predictions]
+  return positions, jnp.take_along_axis(selected, positions, axis=1)
+
+
+def gather_targets(tokens: jax.Array, positions: jax.Array | None) -> jax.Array:
+  """The original tokens at `positions` (all tokens when None)."""
+  return tokens if positions is None else jnp.take_along_axis(tokens, positions, axis=1)
 
 
 def pool(hidden: jax.Array, attention_mask: jax.Array, pooling: str) -> jax.Array:
@@ -134,14 +159,20 @@ def build(config, length) -> Method:
   vocab_size = config.tokenizer.vocab_size
   model = network(config)
 
-  def corrupt(rng, batch):
-    return mask_tokens(rng, batch["tokens"], batch["attention_mask"], vocab_size,
-                       settings.select_rate, settings.mask_rate, settings.random_rate)
+  max_predictions = settings.get("max_predictions")
 
-  def forward(params, tokens, batch, train, dropout_rng=None):
+  def corrupt(rng, batch):
+    """(corrupted tokens, positions to score or None, their weights, their original tokens)."""
+    corrupted, selected = mask_tokens(
+        rng, batch["tokens"], batch["attention_mask"], vocab_size, settings.select_rate,
+        settings.mask_rate, settings.random_rate, max_predictions)
+    positions, weights = prediction_positions(selected, max_predictions)
+    return corrupted, positions, weights, gather_targets(batch["tokens"], positions)
+
+  def forward(params, tokens, batch, train, dropout_rng=None, positions=None):
     rngs = {"dropout": dropout_rng} if dropout_rng is not None else {}
     return model.apply({"params": params}, tokens, batch["segment_ids"],
-                       batch["attention_mask"], train=train, rngs=rngs)
+                       batch["attention_mask"], train=train, positions=positions, rngs=rngs)
 
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
     params = model.init(rng, batch["tokens"], batch["segment_ids"], batch["attention_mask"])
@@ -150,14 +181,13 @@ def build(config, length) -> Method:
   def loss(params, extra, batch, rng, step):
     del step
     mask_rng, dropout_rng = jax.random.split(rng)
-    corrupted, selected = corrupt(mask_rng, batch)
-    output, nsp_logits = forward(params, corrupted, batch, True, dropout_rng)
-    mlm_loss = losses.masked_cross_entropy(output.logits, batch["tokens"], selected)
+    corrupted, positions, weights, targets = corrupt(mask_rng, batch)
+    output, nsp_logits = forward(params, corrupted, batch, True, dropout_rng, positions)
+    mlm_loss = losses.masked_cross_entropy(output.logits, targets, weights)
     candidates = maskable(batch["tokens"], batch["attention_mask"])
     metrics = {"mlm_loss": mlm_loss,
-               "masked_token_accuracy": losses.masked_accuracy(output.logits, batch["tokens"],
-                                                               selected),
-               "selected_fraction": jnp.sum(selected) / jnp.maximum(jnp.sum(candidates), 1)}
+               "masked_token_accuracy": losses.masked_accuracy(output.logits, targets, weights),
+               "selected_fraction": jnp.sum(weights) / jnp.maximum(jnp.sum(candidates), 1)}
     value = mlm_loss
     if settings.nsp:
       nsp_loss = jnp.mean(losses.softmax_cross_entropy(nsp_logits, batch["next_sentence"]))
@@ -174,9 +204,9 @@ def build(config, length) -> Method:
 
   def test_metrics(params, extra, batch, rng):
     del extra
-    corrupted, selected = corrupt(rng, batch)
-    output, _ = forward(params, corrupted, batch, False)
-    nll, correct, count = losses.masked_token_sums(output.logits, batch["tokens"], selected)
+    corrupted, positions, weights, targets = corrupt(rng, batch)
+    output, _ = forward(params, corrupted, batch, False, positions=positions)
+    nll, correct, count = losses.masked_token_sums(output.logits, targets, weights)
     return {"masked_token_accuracy": (correct, count), "nll": (nll, count)}
 
   return Method(init=init, loss=loss, represent=represent, test_metrics=test_metrics)

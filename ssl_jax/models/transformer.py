@@ -255,10 +255,18 @@ class Encoder(_TextTransformer):
     return self._run_blocks(x, mask, train)
 
   def __call__(self, tokens, segment_ids=None, attention_mask=None,
-               train: bool = False) -> TransformerOutput:
-    """Hidden states, MLM logits at every position and the pooled [CLS] feature (float32)."""
+               train: bool = False, positions=None) -> TransformerOutput:
+    """Hidden states, MLM logits and the pooled [CLS] feature (float32).
+
+    The logits are [batch, length, vocab] at every position, or [batch, P, vocab] at
+    `positions` [batch, P] only: masked-LM training scores ~15% of the positions, and the
+    vocabulary projection is most of a small model's cost (BERT's pre-training code gathers
+    its `max_predictions_per_seq` positions the same way).
+    """
     hidden = self.encode(tokens, segment_ids, attention_mask, train)
-    transformed = self.mlm_norm(nn.gelu(self.mlm_transform(hidden), approximate=False))
+    scored = hidden if positions is None else jnp.take_along_axis(
+        hidden, positions[..., None], axis=1)
+    transformed = self.mlm_norm(nn.gelu(self.mlm_transform(scored), approximate=False))
     logits = self.embed.attend(transformed) + self.mlm_bias.astype(self._dtype)
     pooled = jnp.tanh(self.pooler(cls_pool(hidden)))
     return TransformerOutput(hidden=hidden.astype(jnp.float32),
