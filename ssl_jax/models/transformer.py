@@ -29,9 +29,9 @@ Padding: `attention_mask` [batch, length] (1 = real token, 0 = padding) hides pa
 every query, so real tokens' outputs do not depend on what the padding holds. The decoder always
 applies the causal mask (query t sees keys <= t) and adds the padding mask when given.
 
-Parameter names map one-to-one onto Hugging Face checkpoints (for a later converter; kernels
-are the transposed torch `weight`s, and attention kernels are reshaped to [width, heads,
-head_dim] (query/key/value) or [heads, head_dim, width] (out)):
+Parameter names map one-to-one onto Hugging Face checkpoints (`hf_convert.py` converts them;
+kernels are the transposed torch `weight`s, and attention kernels are reshaped to [width,
+heads, head_dim] (query/key/value) or [heads, head_dim, width] (out)):
   BERT (`BertForPreTraining`, prefix `bert.`):
     embeddings/token_embed/embedding <- embeddings.word_embeddings (tied cls.predictions.decoder)
     embeddings/position_embed <- embeddings.position_embeddings
