@@ -1,5 +1,6 @@
 """The trainer: resume == uninterrupted, NaN stop, mock TFDS, evaluate (sharded == single device
-for every method is in test_joint_embedding.py)."""
+for every method is in test_joint_embedding.py, so only the evaluation test, which restores
+and evaluates on the mesh, compiles for 8 devices)."""
 import json
 import os
 import subprocess
@@ -9,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from jax.experimental.compilation_cache import compilation_cache as cache_lib
 
 from configs import simclr
 from ssl_jax import checkpoint as checkpoint_lib
@@ -22,8 +24,27 @@ def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp("tensorflow_datasets"))
 
 
+@pytest.fixture
+def compilation_cache(tmp_path, monkeypatch):
+  """A persistent compilation cache for this test and (by environment) its subprocesses: a
+  second process running the same programs loads them instead of compiling them again."""
+  settings = {"jax_compilation_cache_dir": str(tmp_path / "jax_cache"),
+              "jax_persistent_cache_min_compile_time_secs": 0,
+              "jax_persistent_cache_min_entry_size_bytes": -1}
+  previous = {name: getattr(jax.config, name) for name in settings}
+  for name, value in settings.items():
+    jax.config.update(name, value)
+    monkeypatch.setenv(name.upper(), str(value))
+  cache_lib.reset_cache()
+  yield
+  for name, value in previous.items():
+    jax.config.update(name, value)
+  cache_lib.reset_cache()
+
+
 def test_resume_20_then_40_equals_40_at_once(tmp_path, data_dir):
-  common = {"checkpoint_every_steps": 10, "log_every_steps": 10, "optimizer.decay_steps": 40}
+  common = {"checkpoint_every_steps": 10, "log_every_steps": 10, "optimizer.decay_steps": 40,
+            "mesh_data_axis": 1}
   interrupted = str(tmp_path / "interrupted")
   train.run(tiny_digits(data_dir, total_steps=20, **common), interrupted)
   assert checkpoint_lib.Checkpointer(interrupted, read_only=True).latest_step() == 20
@@ -54,7 +75,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir, monke
 
   monkeypatch.setattr(methods, "build", build_with_nan_after_step_4)
   workdir = str(tmp_path / "run")
-  config = tiny_digits(data_dir, total_steps=10, log_every_steps=2, checkpoint_every_steps=2)
+  config = tiny_digits(data_dir, total_steps=10, log_every_steps=2, checkpoint_every_steps=2,
+                       mesh_data_axis=1)
   with pytest.raises(TrainingDivergedError, match=r"loss is nan at step 6.*step 4\) is kept"):
     train.run(config, workdir)
   checkpoints = checkpoint_lib.Checkpointer(workdir, read_only=True)
@@ -80,6 +102,7 @@ def test_one_step_on_mock_tfds(tmp_path, variant, num_examples):
   assert abs(row["loss"] - np.log(15)) <= 2 / config.simclr.temperature
 
 
+@pytest.mark.usefixtures("compilation_cache")
 def test_pretrain_then_evaluate_from_checkpoint(tmp_path, data_dir):
   workdir = str(tmp_path / "run")
   train.run(tiny_digits(data_dir, total_steps=12, evaluate_at_end=True), workdir)
@@ -100,7 +123,8 @@ def test_pretrain_then_evaluate_from_checkpoint(tmp_path, data_dir):
   assert rows[("ssl", "linear", None)]["accuracy"] > 0.5
   assert "| label_propagation | 1 |" in open(os.path.join(workdir, "eval", "report.md")).read()
 
-  # The documented evaluation command re-evaluates the same checkpoint to the same numbers.
+  # The documented evaluation command re-evaluates the same checkpoint to the same numbers
+  # (loading the programs this process compiled from `compilation_cache`).
   os.remove(os.path.join(workdir, "eval", "report.json"))
   result = subprocess.run([sys.executable, "-m", "ssl_jax.evaluate", f"--workdir={workdir}"],
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
