@@ -2,6 +2,7 @@ r"""Train-step throughput on synthetic data (no TensorFlow needed): images/s and
 
     python experiments/benchmark.py                         # digits + ResNet-18 CIFAR SimCLR
     python experiments/benchmark.py --config=configs/simclr.py:cifar10 --batch_size=512
+    python experiments/benchmark.py --config=configs/mlm.py:python_docs   # text: rows/s
 
 Times the real jitted train step of `ssl_jax.train.Trainer` (device augmentation, forward,
 backward, optimizer, online probe) on random uint8 views already on the devices, so it
@@ -47,6 +48,29 @@ def peak_flops(device) -> float | None:
   return None
 
 
+def synthetic_batch(config, local: int, rng: np.random.Generator) -> tuple[dict, tuple]:
+  """A host batch of the shapes the configured pipeline yields, and one example's input shape:
+  random uint8 views (and multi-crop local views), or for text full rows of random word ids
+  with two segments and next-sentence labels."""
+  labels = rng.integers(0, 10, (local,), np.int32)
+  if config.data.get("modality", "image") == "text":
+    length = config.data.max_length
+    tokens = rng.integers(5, config.tokenizer.vocab_size, (local, length), np.int32)
+    segments = np.broadcast_to(np.arange(length) >= length // 2, (local, length))
+    return {"tokens": tokens, "attention_mask": np.ones_like(tokens),
+            "segment_ids": segments.astype(np.int32),
+            "next_sentence": rng.integers(0, 2, (local,), np.int32), "label": labels}, (length,)
+  size = config.data.image_size
+  image_shape = (size, size, CHANNELS[config.dataset])
+  batch = {"views": rng.integers(0, 256, (local, config.data.num_views) + image_shape, np.uint8),
+           "label": labels}
+  if config.data.local_views:  # multi-crop (DINO)
+    side = config.data.local_image_size
+    batch["local_views"] = rng.integers(
+        0, 256, (local, config.data.local_views, side, side, image_shape[-1]), np.uint8)
+  return batch, image_shape
+
+
 def benchmark(spec: str, batch_size: int | None, steps: int, warmup: int,
               peak_tflops: float | None) -> dict:
   config = load_config(spec)
@@ -54,21 +78,12 @@ def benchmark(spec: str, batch_size: int | None, steps: int, warmup: int,
     config.unlock()
     config.batch_size = batch_size
   mesh = parallel.make_mesh(config.mesh_data_axis)
-  size = config.data.image_size
-  image_shape = (size, size, CHANNELS[config.dataset])
   length = config_lib.TrainingLength(steps_per_epoch=100, total_steps=steps + warmup,
                                      schedule_steps=steps + warmup)
-  trainer = train.Trainer(config, methods.build(config, length), mesh, image_shape,
-                          num_classes=10, length=length)
-  rng = np.random.default_rng(0)
   local = config.batch_size // jax.process_count()
-  host_batch = {
-      "views": rng.integers(0, 256, (local, config.data.num_views) + image_shape, np.uint8),
-      "label": rng.integers(0, 10, (local,), np.int32)}
-  if config.data.local_views:  # multi-crop (DINO)
-    side = config.data.local_image_size
-    host_batch["local_views"] = rng.integers(
-        0, 256, (local, config.data.local_views, side, side, image_shape[-1]), np.uint8)
+  host_batch, input_shape = synthetic_batch(config, local, np.random.default_rng(0))
+  trainer = train.Trainer(config, methods.build(config, length), mesh, input_shape,
+                          num_classes=10, length=length)
   batch = parallel.global_batch(host_batch, mesh)
   state = trainer.create_state(config.seed)
   compiled = trainer.train_step.lower(state, batch).compile()
@@ -87,8 +102,9 @@ def benchmark(spec: str, batch_size: int | None, steps: int, warmup: int,
   peak = peak_tflops * 1e12 if peak_tflops else peak_flops(device)
   # cost_analysis reports the per-device program; the step runs on every device at once.
   achieved = flops_per_step / seconds if flops_per_step else None
-  return {"config": spec, "method": config.method, "encoder": dict(config.encoder),
-          "batch_size": config.batch_size, "image_shape": list(image_shape),
+  network = config.get("encoder") or config.get("transformer")
+  return {"config": spec, "method": config.method, "encoder": dict(network),
+          "batch_size": config.batch_size, "input_shape": list(input_shape),
           "devices": jax.device_count(), "device_kind": device.device_kind,
           "step_ms": round(seconds * 1e3, 2),
           "images_per_second": round(config.batch_size / seconds, 1),
