@@ -50,8 +50,8 @@ def _embedded(c: ml_collections.ConfigDict, problem: str, max_length: int, batch
   """The offline recipe: a small causal CNN + GRU, AdamW 2e-3, probes without fine-tuning."""
   _sequence_data(c, f"sequences/{problem}", max_length)
   c.cpc = ml_collections.ConfigDict(dict(
-      widths=(64, 64), kernels=(3, 3), strides=(1, 1), context_width=64, prediction_steps=4,
-      pooling="last"))
+      widths=(64, 64), kernels=(1, 1), strides=(1, 1), context_width=64, prediction_steps=4,
+      pooling="mean"))
   c.cpc.update(cpc)
   c.batch_size = batch_size
   c.total_steps = 1000

@@ -86,9 +86,10 @@ def build(config, length) -> Method:
     return pool(context, valid, pooling)
 
   def test_metrics(params, extra, batch, rng):
+    """The batch's means, weighted by its recorded sequences (padding rows have length 0)."""
     del extra, rng
     value, metrics, _ = objective(params, batch)
-    count = jnp.sum(batch["mask"]) if "mask" in batch else batch["signal"].shape[0]
+    count = jnp.sum(batch["length"] > 0).astype(jnp.float32)
     return {"cpc_loss": (value * count, count),
             **{name: (accuracy * count, count) for name, accuracy in metrics.items()}}
 
