@@ -3,8 +3,9 @@ evaluation.
 
 `config.data.modality` picks the pipeline: "image" (the default; `ssl_jax.data.pipeline`),
 "text" (`ssl_jax.data.text_pipeline`, whose batches need the run's tokenizer, kept in the
-workdir) or "sequence" (`ssl_jax.data.sequence_pipeline`: sensor channels, audio). Neither `train.py` nor `evaluate.py` branches on the modality: they ask `Inputs`
-for the dataset's sizes, the training stream and evaluation batches.
+workdir) or "sequence" (`ssl_jax.data.sequence_pipeline`: sensor channels, audio). Neither
+`train.py` nor `evaluate.py` branches on the modality: they ask `Inputs` for the dataset's
+sizes, the training stream and evaluation batches.
 """
 from collections.abc import Iterator
 from typing import Any
