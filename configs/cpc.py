@@ -12,7 +12,7 @@ japanese_vowels (default; offline, 2 CPU cores):
   batch 64, 1000 steps, AdamW 2e-3; then probes of the speaker on the context averaged over
   the recorded frames, against the flattened standardised signal and the untrained network.
 basic_motions (offline): `sequences/basic_motions` (6 watch IMU channels, 100 steps, 4
-  activities; 40 train / 40 test), stride 2 then 1 (50 steps), batch 32.
+  activities; 40 train / 40 test), kernel = stride = 2 then 1 (50 steps), batch 32.
 speech_commands: TFDS `speech_commands` ({'audio': int16 [<=16000], 'label': 12 classes}),
   the raw 16 kHz waveform scaled to [-1, 1] as one channel, the paper's audio encoder (five
   layers of 512, kernels (10, 8, 4, 4, 4), strides (5, 4, 2, 2, 2): 100 steps of 10 ms per
@@ -85,7 +85,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg.variant == "japanese_vowels":
     _embedded(c, "japanese_vowels", 29, 64)
   elif arg.variant == "basic_motions":
-    _embedded(c, "basic_motions", 100, 32, strides=(2, 1))
+    _embedded(c, "basic_motions", 100, 32, kernels=(2, 1), strides=(2, 1))
   elif arg.variant == "speech_commands":
     _audio(c, "speech_commands", "audio", "label", 16000)
   elif arg.variant == "librispeech":
