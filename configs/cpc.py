@@ -11,6 +11,12 @@ japanese_vowels (default; offline, 2 CPU cores):
   prediction into a copy and gave worse probes), a GRU of width 64, K = 8 prediction steps;
   batch 64, 1000 steps, AdamW 2e-3; then probes of the speaker on the context averaged over
   the recorded frames, against the flattened standardised signal and the untrained network.
+  Measured (2 shared CPU cores, about 1 min of training, 4.5 min in all with the plots):
+  test accuracy ssl / random_init / raw, linear all labels 97.0 / 96.5 / 97.6, 1 label per
+  class 75.1 / 61.3 / 66.8; kNN all 94.9 / 85.9 / 95.9, 10 per class 94.0 / 81.8 / 92.5;
+  label propagation 1 per class 84.4 / 67.2 / 63.6. The learned context beats the untrained
+  network in every cell and the raw signal in most cells with 1-10 labels per class (not
+  linear at 5: 91.8 vs 92.2); with all labels raw stays ahead on linear and kNN.
 basic_motions (offline): `sequences/basic_motions` (6 watch IMU channels, 100 steps, 4
   activities; 40 train / 40 test), kernel = stride = 2 then 1 (50 steps), batch 32.
 speech_commands: TFDS `speech_commands` ({'audio': int16 [<=16000], 'label': 12 classes}),
