@@ -301,3 +301,47 @@ def gaussian_negative_log_likelihood(mean: jax.Array, targets: jax.Array,
   error = targets.astype(jnp.float32) - mean.astype(jnp.float32)
   per_element = 0.5 * jnp.square(error / std) + jnp.log(std) + 0.5 * jnp.log(2.0 * jnp.pi)
   return jnp.sum(per_element.reshape(per_element.shape[0], -1), axis=-1)
+
+
+_EXCLUDED_LOGIT = -1e9  # a negative that is not there (padding); finite, so rows stay finite
+
+
+def cpc_step_terms(predictions: jax.Array, targets: jax.Array, valid: jax.Array, k: int
+                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """CPC's InfoNCE for one prediction step k (van den Oord et al. 2018, Eq. 4).
+
+  predictions [B, T, D] hold W_k c_t, targets [B, T, D] the encodings z, valid [B, T] marks
+  the recorded steps. The score of a candidate z is Eq. 3's log-bilinear z^T W_k c_t. The
+  query of example i at time t is scored against z_{t+k} of every example j of the global
+  batch (the positive is j = i; recorded z_{t+k} of the other examples are the negatives,
+  the paper's "negative samples from the batch", Sec. 3.1, taken at the same time offset):
+    L_{i,t,k} = -log exp(z_{i,t+k}^T W_k c_{i,t}) / sum_j exp(z_{j,t+k}^T W_k c_{i,t}).
+  Returns per-query (loss, correct, weight) [T - k, B]; weight is 1 where z_{i,t+k} was
+  recorded (a padding step is neither a query nor a negative).
+  """
+  query = predictions[:, :-k].astype(jnp.float32)
+  candidates = targets[:, k:].astype(jnp.float32)
+  target_valid = valid[:, k:]
+  logits = jnp.einsum("itd,jtd->tij", query, candidates)
+  logits = jnp.where(jnp.swapaxes(target_valid, 0, 1)[:, None, :], logits, _EXCLUDED_LOGIT)
+  positives = jnp.broadcast_to(jnp.arange(logits.shape[1]), logits.shape[:2])
+  step_losses = softmax_cross_entropy(logits, positives)
+  correct = (jnp.argmax(logits, axis=-1) == positives).astype(jnp.float32)
+  return step_losses, correct, jnp.swapaxes(target_valid, 0, 1).astype(jnp.float32)
+
+
+def cpc_info_nce(predictions: jax.Array, targets: jax.Array, valid: jax.Array
+                 ) -> tuple[jax.Array, jax.Array]:
+  """CPC's loss over steps k = 1..K (van den Oord et al. 2018, Eq. 4, summed as in Sec. 2.3).
+
+  predictions [K, B, T, D] (row k - 1 holds W_k c_t), targets [B, T, D], valid [B, T]. Returns
+  (the mean of `cpc_step_terms` over every recorded query of every step, the accuracy of
+  picking the positive per step [K]).
+  """
+  total, count, accuracies = 0.0, 0.0, []
+  for k in range(1, predictions.shape[0] + 1):
+    step_losses, correct, weights = cpc_step_terms(predictions[k - 1], targets, valid, k)
+    total += jnp.sum(step_losses * weights)
+    count += jnp.sum(weights)
+    accuracies.append(jnp.sum(correct * weights) / jnp.maximum(jnp.sum(weights), 1.0))
+  return total / jnp.maximum(count, 1.0), jnp.stack(accuracies)

@@ -32,6 +32,7 @@ State = dict[str, Any]
 
 
 TEXT_INPUTS = ("tokens", "attention_mask", "segment_ids")  # what a text `represent` reads
+SEQUENCE_INPUTS = ("signal", "length")  # what a sequence `represent` reads
 
 
 def example_batch(config: ml_collections.ConfigDict, input_shape: tuple[int, ...],
@@ -41,7 +42,12 @@ def example_batch(config: ml_collections.ConfigDict, input_shape: tuple[int, ...
   Images (`config.data.modality` "image", the default): float views [b, V, H, W, C] and any
   multi-crop local views, `input_shape` = (H, W, C). Text ("text"): int32 `tokens`,
   `attention_mask`, `segment_ids` [b, L] and the next-sentence label [b], `input_shape` = (L,).
+  Sequences ("sequence"): float `signal` [b, T, C] and int32 `length` [b], `input_shape` =
+  (T, C).
   """
+  if config.data.get("modality", "image") == "sequence":
+    return {"signal": jnp.zeros((batch_size,) + tuple(input_shape), jnp.float32),
+            "length": jnp.full((batch_size,), input_shape[0], jnp.int32)}
   if config.data.get("modality", "image") == "text":
     tokens = jnp.zeros((batch_size,) + tuple(input_shape), jnp.int32)
     return {"tokens": tokens, "attention_mask": jnp.ones_like(tokens),
@@ -58,10 +64,10 @@ def example_batch(config: ml_collections.ConfigDict, input_shape: tuple[int, ...
 
 def represent_inputs(batch: dict[str, jax.Array]):
   """What `Method.represent` takes from a training batch: the first view's images, or the
-  text inputs (`TEXT_INPUTS`) as a dict."""
+  text (`TEXT_INPUTS`) or sequence (`SEQUENCE_INPUTS`) inputs as a dict."""
   if "views" in batch:
     return batch["views"][:, 0]
-  return {key: batch[key] for key in TEXT_INPUTS}
+  return {key: batch[key] for key in (SEQUENCE_INPUTS if "signal" in batch else TEXT_INPUTS)}
 
 
 def device_preprocess(rng: jax.Array, batch: dict[str, jax.Array],

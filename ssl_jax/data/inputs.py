@@ -1,9 +1,11 @@
-"""A run's input pipeline, images or text, behind one surface for the trainer and evaluation.
+"""A run's input pipeline, images, text or sequences, behind one surface for the trainer and
+evaluation.
 
-`config.data.modality` picks the pipeline: "image" (the default; `ssl_jax.data.pipeline`) or
+`config.data.modality` picks the pipeline: "image" (the default; `ssl_jax.data.pipeline`),
 "text" (`ssl_jax.data.text_pipeline`, whose batches need the run's tokenizer, kept in the
-workdir). Neither `train.py` nor `evaluate.py` branches on the modality: they ask `Inputs`
-for the dataset's sizes, the training stream and evaluation batches.
+workdir) or "sequence" (`ssl_jax.data.sequence_pipeline`: sensor channels, audio). Neither
+`train.py` nor `evaluate.py` branches on the modality: they ask `Inputs` for the dataset's
+sizes, the training stream and evaluation batches.
 """
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +15,7 @@ import numpy as np
 from ssl_jax.data import pipeline
 from ssl_jax.errors import UserError
 
-MODALITIES = ("image", "text")
+MODALITIES = ("image", "text", "sequence")
 
 
 class Inputs:
@@ -35,12 +37,17 @@ class Inputs:
     if self.modality == "text":
       from ssl_jax.data import text_pipeline  # pylint: disable=g-import-not-at-top
       self._text = text_pipeline
+    self._pipeline = pipeline
+    if self.modality == "sequence":
+      from ssl_jax.data import sequence_pipeline  # pylint: disable=g-import-not-at-top
+      self._pipeline = sequence_pipeline
 
   def info(self):
-    """`DatasetInfo` (images) or `TextDatasetInfo`: example counts, classes, `input_shape`."""
+    """The pipeline's `DatasetInfo`, `TextDatasetInfo` or `SequenceDatasetInfo`: example
+    counts, classes, `input_shape`."""
     if self.modality == "text":
       return self._text.dataset_info(self.config)
-    return pipeline.dataset_info(self.config)
+    return self._pipeline.dataset_info(self.config)
 
   @property
   def tokenizer(self):
@@ -59,8 +66,9 @@ class Inputs:
       return self._text.train_batches(self.config, self.tokenizer, start_step=start_step,
                                       process_index=process_index,
                                       process_count=process_count)
-    return pipeline.train_batches(self.config, start_step=start_step,
-                                  process_index=process_index, process_count=process_count)
+    return self._pipeline.train_batches(self.config, start_step=start_step,
+                                        process_index=process_index,
+                                        process_count=process_count)
 
   def eval_batches(self, split: str, *, batch_size: int, process_index: int = 0,
                    process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
@@ -68,5 +76,6 @@ class Inputs:
     if self.modality == "text":
       return self._text.eval_batches(self.config, self.tokenizer, split, batch_size=batch_size,
                                      process_index=process_index, process_count=process_count)
-    return pipeline.eval_batches(self.config, split, batch_size=batch_size,
-                                 process_index=process_index, process_count=process_count)
+    return self._pipeline.eval_batches(self.config, split, batch_size=batch_size,
+                                       process_index=process_index,
+                                       process_count=process_count)

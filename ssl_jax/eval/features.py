@@ -16,17 +16,17 @@ from tqdm import tqdm
 from ssl_jax import parallel
 from ssl_jax.data import augment
 from ssl_jax.data.tokenizer import FIRST_WORD_ID
-from ssl_jax.train import TEXT_INPUTS
+from ssl_jax.train import represent_inputs
 
 FeatureFn = Callable[[jax.Array], jax.Array]
 
 
 def model_inputs(batch: dict[str, Any]):
   """What a feature function reads from an evaluation batch: the uint8 images, or the text
-  inputs (`train.TEXT_INPUTS`) as a dict."""
+  or sequence inputs as a dict (`train.represent_inputs`)."""
   if "image" in batch:
     return batch["image"]
-  return {key: batch[key] for key in TEXT_INPUTS}
+  return represent_inputs(batch)
 
 
 def representation_fn(represent: Callable[..., jax.Array], params: Any, extra: Any,
@@ -38,7 +38,8 @@ def representation_fn(represent: Callable[..., jax.Array], params: Any, extra: A
 
 def normalised_inputs(inputs, config):
   """`model_inputs` as the method's functions take them: images normalised as training
-  normalised its views, text inputs unchanged."""
+  normalised its views, text and sequence inputs (already standardised by their pipeline)
+  unchanged."""
   if isinstance(inputs, dict):
     return inputs
   return augment.normalize_images(inputs, config)
@@ -67,8 +68,18 @@ def bag_of_words_fn(vocab_size: int) -> FeatureFn:
   return features
 
 
+def raw_signal_fn(inputs: dict[str, jax.Array]) -> jax.Array:
+  """The flattened standardised signal [b, T * C] (zeros after each recording's end): the
+  baseline a sequence representation must beat."""
+  signal = inputs["signal"]
+  return signal.reshape(signal.shape[0], -1).astype(jnp.float32)
+
+
 def raw_features_fn(config) -> FeatureFn:
-  """The `raw` baseline of the run's modality: pixels, or a bag of words for text."""
+  """The `raw` baseline of the run's modality: pixels, a bag of words for text, the signal
+  for sequences."""
+  if config.data.get("modality", "image") == "sequence":
+    return raw_signal_fn
   if config.data.get("modality", "image") == "text":
     return bag_of_words_fn(config.tokenizer.vocab_size)
   return raw_pixels_fn
