@@ -74,5 +74,5 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  logging.set_verbosity(logging.WARNING)
+  logging.set_verbosity(logging.ERROR)  # orbax warns that a read-only checkpoint is read-only
   app.run(main)
