@@ -8,13 +8,12 @@ masked-LM head with their probabilities (BERT's cloze task, Devlin et al. 2019, 
 using the vocabulary the run learned (W/tokenizer.json) and its newest checkpoint.
 """
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow only reads the dataset's info.
 
 from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 
-from ssl_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+from ssl_jax.errors import UserError, exit_on_user_error  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
 
@@ -56,20 +55,17 @@ def fill(workdir: str, texts: list[str], top_k: int) -> list[list[list[tuple[str
   return [rows[starts[i]:starts[i + 1]] for i in range(len(texts))]
 
 
+@exit_on_user_error
 def main(argv):
-  try:
-    if not FLAGS.workdir:
-      raise UserError("--workdir is required")
-    if len(argv) < 2:
-      raise UserError('give at least one text with [MASK], e.g. "The [MASK] statement ..."')
-    for text, masks in zip(argv[1:], fill(FLAGS.workdir, argv[1:], FLAGS.top_k)):
-      print(text)
-      for number, candidates in enumerate(masks, 1):
-        shown = "  ".join(f"{token} {probability:.3f}" for token, probability in candidates)
-        print(f"  [MASK] {number}: {shown}")
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  if not FLAGS.workdir:
+    raise UserError("--workdir is required")
+  if len(argv) < 2:
+    raise UserError('give at least one text with [MASK], e.g. "The [MASK] statement ..."')
+  for text, masks in zip(argv[1:], fill(FLAGS.workdir, argv[1:], FLAGS.top_k)):
+    print(text)
+    for number, candidates in enumerate(masks, 1):
+      shown = "  ".join(f"{token} {probability:.3f}" for token, probability in candidates)
+      print(f"  [MASK] {number}: {shown}")
 
 
 if __name__ == "__main__":

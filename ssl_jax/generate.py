@@ -8,13 +8,12 @@ at `--temperature` (0 = greedy), among the `--top_k` most probable (0 = all), un
 (the end of a text), `--max_new_tokens`, or the model's context length.
 """
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow only reads the dataset's info.
 
 from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 
-from ssl_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+from ssl_jax.errors import UserError, exit_on_user_error  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
 
@@ -55,19 +54,16 @@ def generate(workdir: str, prompt: str, *, temperature: float, top_k: int, max_n
       top_k)) for i in range(num_samples)]
 
 
+@exit_on_user_error
 def main(argv):
-  try:
-    if not FLAGS.workdir:
-      raise UserError("--workdir is required")
-    if len(argv) != 2:
-      raise UserError('give one prompt, e.g. "Return the number of"')
-    for text in generate(FLAGS.workdir, argv[1], temperature=FLAGS.temperature,
-                         top_k=FLAGS.top_k, max_new_tokens=FLAGS.max_new_tokens,
-                         seed=FLAGS.seed, num_samples=FLAGS.num_samples):
-      print(text)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  if not FLAGS.workdir:
+    raise UserError("--workdir is required")
+  if len(argv) != 2:
+    raise UserError('give one prompt, e.g. "Return the number of"')
+  for text in generate(FLAGS.workdir, argv[1], temperature=FLAGS.temperature,
+                       top_k=FLAGS.top_k, max_new_tokens=FLAGS.max_new_tokens,
+                       seed=FLAGS.seed, num_samples=FLAGS.num_samples):
+    print(text)
 
 
 if __name__ == "__main__":

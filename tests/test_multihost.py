@@ -23,7 +23,8 @@ def free_port() -> int:
 def test_two_process_run_trains_checkpoints_and_evaluates(tmp_path):
   workdir, data_dir = tmp_path / "run", tmp_path / "tensorflow_datasets"
   port = free_port()
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2 "
+             "--xla_backend_optimization_level=0")
   processes = [subprocess.Popen(
       [sys.executable, "-m", "ssl_jax.main", "--config=configs/simclr.py:digits",
        f"--workdir={workdir}", "--config.encoder.widths=(8,16)",

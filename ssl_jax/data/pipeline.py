@@ -246,6 +246,102 @@ def train_batches(
   return ds.prefetch(data.prefetch).as_numpy_iterator()
 
 
+def sizes_and_classes(builder: tfds.core.DatasetBuilder, data: Any
+                      ) -> tuple[int, int, int | None]:
+  """(train examples, test examples (0 without a test split), classes of the label feature
+  or None): what every pipeline's `dataset_info` reports besides its input shape."""
+  label_key = data.get("label_key")
+  num_classes = None
+  if label_key is not None:
+    num_classes = getattr(dataset_feature(builder, label_key), "num_classes", None)
+  num_test = 0 if data.test_split is None else num_examples(builder, data.test_split)
+  return num_examples(builder, data.train_split), num_test, num_classes
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingShard:
+  """This process's part of a training split: its local batch, its shard, and the epoch length
+  every process shares (that of the smallest shard, so all processes step in lockstep)."""
+  builder: tfds.core.DatasetBuilder
+  batch: int
+  shard: Any
+  shard_size: int
+  steps_per_epoch: int
+
+
+def training_shard(config: Any, start_step: int, process_index: int,
+                   process_count: int) -> TrainingShard:
+  """Checks the stream's arguments and splits `config.data.train_split` between processes."""
+  if start_step < 0:
+    raise UserError(f"start_step must be >= 0, got {start_step}")
+  builder = load_builder(config)
+  split = config.data.train_split
+  batch = local_batch_size(config.batch_size, process_count)
+  shards = process_shards(split, process_index, process_count)
+  shard_sizes = [num_examples(builder, s) for s in shards]
+  steps_per_epoch = min(shard_sizes) // batch
+  if steps_per_epoch == 0:
+    raise UserError(f"batch_size {config.batch_size} exceeds the {split!r} split of "
+                    f"'{config.dataset}' ({process_count} process(es))")
+  return TrainingShard(builder, batch, shards[process_index], shard_sizes[process_index],
+                       steps_per_epoch)
+
+
+def eval_shard(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
+               process_index: int, process_count: int) -> tuple[Any, int]:
+  """(this process's shard of `split`, the number of batches every process yields): that of
+  the largest shard, so multi-host evaluation steps stay in lockstep."""
+  if batch_size < 1:
+    raise UserError(f"eval batch_size must be >= 1, got {batch_size}")
+  shards = process_shards(split, process_index, process_count)
+  num_batches = math.ceil(max(num_examples(builder, s) for s in shards) / batch_size)
+  return shards[process_index], num_batches
+
+
+def seeded_stream(builder: tfds.core.DatasetBuilder, shard: Any, shard_size: int, *,
+                  cached: bool, decoders: Any, shuffle_buffer: int, seed: int,
+                  process_index: int, steps_per_epoch: int, batch: int, draws: int,
+                  start_step: int) -> tf.data.Dataset:
+  """(example, uniform draws [draws]) pairs of a training stream from step `start_step` on.
+
+  The stream of the text and sequence pipelines, under the rule the image stream follows
+  (`train_batches`): epoch e of process p reads the shard in an order seeded by (seed, p, e)
+  -- a full permutation of an in-memory cache when `cached`, else shuffled files and a
+  `shuffle_buffer` -- and keeps `steps_per_epoch * batch` examples; row i of the epoch's
+  stateless draws belongs to its example i; the examples of the first
+  (start_step mod steps_per_epoch) batches are skipped before any decoding. Unbatched.
+  """
+  base_key = tf.constant([seed, process_index], tf.int64)
+  if cached:
+    examples = open_split(builder, shard, decoders=decoders).cache()
+
+    def epoch_order(file_seed: tf.Tensor, shuffle_seed: tf.Tensor) -> tf.data.Dataset:
+      del file_seed  # the cache is read in file order; the shuffle sees all of it
+      return examples.shuffle(shard_size, seed=shuffle_seed, reshuffle_each_iteration=False)
+  else:
+    def epoch_order(file_seed: tf.Tensor, shuffle_seed: tf.Tensor) -> tf.data.Dataset:
+      read_config = tfds.ReadConfig(shuffle_seed=file_seed,
+                                    shuffle_reshuffle_each_iteration=False,
+                                    try_autocache=False)
+      ds = open_split(builder, shard, shuffle_files=True, decoders=decoders,
+                      read_config=read_config)
+      return ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
+
+  @tf.autograph.experimental.do_not_convert
+  def epoch_examples(epoch: tf.Tensor) -> tf.data.Dataset:
+    epoch_key = tf.random.experimental.stateless_fold_in(base_key, epoch)
+    file_key, shuffle_key, draw_key = tf.unstack(
+        tf.random.experimental.stateless_split(epoch_key, 3))
+    size = steps_per_epoch * batch
+    rows = tf.random.stateless_uniform([size, draws], seed=draw_key)
+    ds = epoch_order(op_seed(file_key), op_seed(shuffle_key)).take(size)
+    return tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(rows))
+
+  start_epoch, step_in_epoch = divmod(start_step, steps_per_epoch)
+  return tf.data.Dataset.counter(start_epoch).flat_map(epoch_examples).skip(
+      step_in_epoch * batch)
+
+
 def eval_batches(
     config: Any, split: str, *, batch_size: int, process_index: int = 0,
     process_count: int = 1

@@ -67,16 +67,9 @@ def dataset_info(config: Any) -> SequenceDatasetInfo:
   data = config.data
   if data.max_length < 1:
     raise UserError(f"config.data.max_length must be >= 1, got {data.max_length}")
-  label_key = data.get("label_key")
-  num_classes = None
-  if label_key is not None:
-    num_classes = getattr(pipeline.dataset_feature(builder, label_key), "num_classes", None)
-  return SequenceDatasetInfo(
-      num_train_examples=pipeline.num_examples(builder, data.train_split),
-      num_test_examples=(
-          0 if data.test_split is None else pipeline.num_examples(builder, data.test_split)),
-      num_classes=num_classes,
-      input_shape=(data.max_length, _num_channels(builder, data.signal_key)))
+  return SequenceDatasetInfo(*pipeline.sizes_and_classes(builder, data),
+                             input_shape=(data.max_length, _num_channels(builder,
+                                                                         data.signal_key)))
 
 
 def _read_keys(builder: tfds.core.DatasetBuilder, data: Any) -> list[str]:
@@ -149,55 +142,23 @@ def train_batches(config: Any, *, start_step: int, process_index: int, process_c
   row i of stateless draws seeded by (seed, p, e), so resuming at step S (skipping
   (S mod steps_per_epoch) * b examples) reproduces the uninterrupted stream.
   """
-  if start_step < 0:
-    raise UserError(f"start_step must be >= 0, got {start_step}")
-  builder = pipeline.load_builder(config)
-  data = config.data
-  batch = pipeline.local_batch_size(config.batch_size, process_count)
-  shards = pipeline.process_shards(data.train_split, process_index, process_count)
-  shard_sizes = [pipeline.num_examples(builder, s) for s in shards]
-  steps_per_epoch = min(shard_sizes) // batch
-  if steps_per_epoch == 0:
-    raise UserError(f"batch_size {config.batch_size} exceeds the {data.train_split!r} split "
-                    f"of '{config.dataset}' ({process_count} process(es))")
+  part = pipeline.training_shard(config, start_step, process_index, process_count)
+  builder, batch, data = part.builder, part.batch, config.data
   mean, std = channel_statistics(config)
   decoders = tfds.decode.PartialDecoding({k: True for k in _read_keys(builder, data)})
-  shard, shard_size = shards[process_index], shard_sizes[process_index]
-  base_key = tf.constant([config.seed, process_index], tf.int64)
   signal_shape = pipeline.dataset_feature(builder, data.signal_key).shape
+  cached = (None not in signal_shape
+            and part.shard_size * math.prod(signal_shape) <= _MAX_CACHED_VALUES)
+  ds = pipeline.seeded_stream(
+      builder, part.shard, part.shard_size, cached=cached, decoders=decoders,
+      shuffle_buffer=data.shuffle_buffer, seed=config.seed, process_index=process_index,
+      steps_per_epoch=part.steps_per_epoch, batch=batch, draws=1, start_step=start_step)
 
-  if None not in signal_shape and shard_size * math.prod(signal_shape) <= _MAX_CACHED_VALUES:
-    examples = pipeline.open_split(builder, shard, decoders=decoders).cache()
-
-    def epoch_order(file_seed: tf.Tensor, shuffle_seed: tf.Tensor) -> tf.data.Dataset:
-      del file_seed  # the cache is read in file order; the shuffle sees all of it
-      return examples.shuffle(shard_size, seed=shuffle_seed, reshuffle_each_iteration=False)
-  else:
-    def epoch_order(file_seed: tf.Tensor, shuffle_seed: tf.Tensor) -> tf.data.Dataset:
-      read_config = tfds.ReadConfig(shuffle_seed=file_seed,
-                                    shuffle_reshuffle_each_iteration=False,
-                                    try_autocache=False)
-      ds = pipeline.open_split(builder, shard, shuffle_files=True, decoders=decoders,
-                               read_config=read_config)
-      return ds.shuffle(data.shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
-
-  @tf.autograph.experimental.do_not_convert
-  def epoch_examples(epoch: tf.Tensor) -> tf.data.Dataset:
-    epoch_key = tf.random.experimental.stateless_fold_in(base_key, epoch)
-    file_key, shuffle_key, offset_key = tf.unstack(
-        tf.random.experimental.stateless_split(epoch_key, 3))
-    size = steps_per_epoch * batch
-    offsets = tf.random.stateless_uniform([size], seed=offset_key)
-    ds = epoch_order(pipeline.op_seed(file_key), pipeline.op_seed(shuffle_key)).take(size)
-    return tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(offsets))
-
-  def preprocess(ex: dict[str, tf.Tensor], offset: tf.Tensor) -> dict[str, tf.Tensor]:
+  def preprocess(ex: dict[str, tf.Tensor], draws: tf.Tensor) -> dict[str, tf.Tensor]:
     signal, length = _recording(ex, data)
-    return _batch_dict(ex, *_window(signal, length, offset, data.max_length, mean, std), data)
+    return _batch_dict(ex, *_window(signal, length, draws[0], data.max_length, mean, std), data)
 
-  start_epoch, step_in_epoch = divmod(start_step, steps_per_epoch)
-  ds = tf.data.Dataset.counter(start_epoch).flat_map(epoch_examples)
-  ds = ds.skip(step_in_epoch * batch).map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch, drop_remainder=True)
   return ds.prefetch(data.prefetch).as_numpy_iterator()
 
@@ -209,10 +170,8 @@ def eval_batches(config: Any, split: str, *, batch_size: int, process_index: int
   batch). Every process yields as many batches as the largest shard."""
   builder = pipeline.load_builder(config)
   data = config.data
-  if batch_size < 1:
-    raise UserError(f"eval batch_size must be >= 1, got {batch_size}")
-  shards = pipeline.process_shards(split, process_index, process_count)
-  num_batches = math.ceil(max(pipeline.num_examples(builder, s) for s in shards) / batch_size)
+  shard, num_batches = pipeline.eval_shard(builder, split, batch_size, process_index,
+                                           process_count)
   mean, std = channel_statistics(config)
   decoders = tfds.decode.PartialDecoding({k: True for k in _read_keys(builder, data)})
 
@@ -221,7 +180,7 @@ def eval_batches(config: Any, split: str, *, batch_size: int, process_index: int
     window, kept = _window(signal, length, tf.constant(0.0), data.max_length, mean, std)
     return {**_batch_dict(ex, window, kept, data), "mask": True}
 
-  ds = pipeline.open_split(builder, shards[process_index], decoders=decoders)
+  ds = pipeline.open_split(builder, shard, decoders=decoders)
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
   padding = tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype),
                                   ds.element_spec)

@@ -27,7 +27,6 @@ A single text longer than L - 2 tokens is cut to a window at a random offset dur
 """
 from collections.abc import Iterator
 import dataclasses
-import math
 import os
 import re
 from typing import Any
@@ -73,15 +72,8 @@ def dataset_info(config: Any) -> TextDatasetInfo:
     raise UserError(f"config.data.max_length must be >= 4 ([CLS] A [SEP] B [SEP]), got "
                     f"{data.max_length}")
   pipeline.dataset_feature(builder, _text_key(config))  # a UserError naming a missing feature
-  label_key = data.get("label_key")
-  num_classes = None
-  if label_key is not None:
-    num_classes = getattr(pipeline.dataset_feature(builder, label_key), "num_classes", None)
-  return TextDatasetInfo(
-      num_train_examples=pipeline.num_examples(builder, data.train_split),
-      num_test_examples=(
-          0 if data.test_split is None else pipeline.num_examples(builder, data.test_split)),
-      num_classes=num_classes, input_shape=(data.max_length,))
+  return TextDatasetInfo(*pipeline.sizes_and_classes(builder, data),
+                         input_shape=(data.max_length,))
 
 
 def _texts(ds: tf.data.Dataset, text_key: str, limit: int) -> list[str]:
@@ -194,53 +186,19 @@ def train_batches(config: Any, tokenizer: Tokenizer, *, start_step: int, process
   at position i come from row i of stateless draws seeded by (seed, p, e), so resuming at
   step S (skipping (S mod steps_per_epoch) * b texts) reproduces the uninterrupted stream.
   """
-  if start_step < 0:
-    raise UserError(f"start_step must be >= 0, got {start_step}")
-  builder = pipeline.load_builder(config)
-  data = config.data
-  batch = pipeline.local_batch_size(config.batch_size, process_count)
-  shards = pipeline.process_shards(data.train_split, process_index, process_count)
-  shard_sizes = [pipeline.num_examples(builder, s) for s in shards]
-  steps_per_epoch = min(shard_sizes) // batch
-  if steps_per_epoch == 0:
-    raise UserError(f"batch_size {config.batch_size} exceeds the {data.train_split!r} split "
-                    f"of '{config.dataset}' ({process_count} process(es))")
+  part = pipeline.training_shard(config, start_step, process_index, process_count)
+  builder, batch, data = part.builder, part.batch, config.data
   text_key, label_key = _text_key(config), data.get("label_key")
   keys = [text_key] + ([label_key] if label_key else [])
   for key in keys:
     pipeline.dataset_feature(builder, key)
   decoders = tfds.decode.PartialDecoding({key: True for key in keys})
-  shard, shard_size = shards[process_index], shard_sizes[process_index]
-  base_key = tf.constant([config.seed, process_index], tf.int64)
-
-  if shard_size <= _MAX_CACHED_TEXTS:
-    examples = pipeline.open_split(builder, shard, decoders=decoders).cache()
-
-    def epoch_order(file_seed: tf.Tensor, shuffle_seed: tf.Tensor) -> tf.data.Dataset:
-      del file_seed
-      return examples.shuffle(shard_size, seed=shuffle_seed, reshuffle_each_iteration=False)
-  else:
-    def epoch_order(file_seed: tf.Tensor, shuffle_seed: tf.Tensor) -> tf.data.Dataset:
-      read_config = tfds.ReadConfig(shuffle_seed=file_seed,
-                                    shuffle_reshuffle_each_iteration=False,
-                                    try_autocache=False)
-      ds = pipeline.open_split(builder, shard, shuffle_files=True, decoders=decoders,
-                               read_config=read_config)
-      return ds.shuffle(data.shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
-
-  @tf.autograph.experimental.do_not_convert
-  def epoch_examples(epoch: tf.Tensor) -> tf.data.Dataset:
-    epoch_key = tf.random.experimental.stateless_fold_in(base_key, epoch)
-    file_key, shuffle_key, draw_key = tf.unstack(
-        tf.random.experimental.stateless_split(epoch_key, 3))
-    size = steps_per_epoch * batch
-    draws = tf.random.stateless_uniform([size, 3], seed=draw_key)
-    ds = epoch_order(pipeline.op_seed(file_key), pipeline.op_seed(shuffle_key)).take(size)
-    return tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(draws))
-
-  start_epoch, step_in_epoch = divmod(start_step, steps_per_epoch)
-  ds = tf.data.Dataset.counter(start_epoch).flat_map(epoch_examples)
-  ds = ds.skip(step_in_epoch * batch).batch(batch, drop_remainder=True)
+  ds = pipeline.seeded_stream(
+      builder, part.shard, part.shard_size, cached=part.shard_size <= _MAX_CACHED_TEXTS,
+      decoders=decoders,
+      shuffle_buffer=data.shuffle_buffer, seed=config.seed, process_index=process_index,
+      steps_per_epoch=part.steps_per_epoch, batch=batch, draws=3, start_step=start_step)
+  ds = ds.batch(batch, drop_remainder=True)
   for examples, draws in ds.prefetch(data.prefetch).as_numpy_iterator():
     texts = _decoded(examples[text_key])
     if data.sentence_pairs:
@@ -260,15 +218,13 @@ def eval_batches(config: Any, tokenizer: Tokenizer, split: str, *, batch_size: i
   that fill the last batch). Every process yields as many batches as the largest shard."""
   builder = pipeline.load_builder(config)
   data = config.data
-  if batch_size < 1:
-    raise UserError(f"eval batch_size must be >= 1, got {batch_size}")
-  shards = pipeline.process_shards(split, process_index, process_count)
-  num_batches = math.ceil(max(pipeline.num_examples(builder, s) for s in shards) / batch_size)
+  shard, num_batches = pipeline.eval_shard(builder, split, batch_size, process_index,
+                                           process_count)
   text_key, label_key = _text_key(config), data.get("label_key")
   keys = [text_key] + ([label_key] if label_key else [])
   for key in keys:
     pipeline.dataset_feature(builder, key)
-  ds = pipeline.open_split(builder, shards[process_index],
+  ds = pipeline.open_split(builder, shard,
                            decoders=tfds.decode.PartialDecoding({key: True for key in keys}))
   ds = ds.batch(batch_size).prefetch(data.prefetch)
   yielded = 0
