@@ -28,6 +28,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from ssl_jax.data.builders import digits  # pylint: disable=unused-import  (registers "digits")
+from ssl_jax.data.builders import moving_digits  # pylint: disable=unused-import  (registers it)
 from ssl_jax.data.builders import photos  # pylint: disable=unused-import  (registers "photos")
 from ssl_jax.data.builders import python_docs  # pylint: disable=unused-import  (registers it)
 from ssl_jax.data.builders import sequences  # pylint: disable=unused-import  (registers it)
@@ -38,7 +39,7 @@ if tf.config.list_physical_devices("GPU"):
   tf.config.set_visible_devices([], "GPU")
 
 # Datasets whose builders live in `ssl_jax.data.builders` and prepare offline.
-_EMBEDDED = frozenset({"digits", "photos", "python_docs", "sequences"})
+_EMBEDDED = frozenset({"digits", "moving_digits", "photos", "python_docs", "sequences"})
 _CROPS = ("none", "random_resized")
 _EVAL_CROPS = ("none", "center")
 # Training shards whose decoded uint8 images fit in this many bytes (CIFAR's
