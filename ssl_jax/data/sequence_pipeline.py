@@ -149,55 +149,25 @@ def train_batches(config: Any, *, start_step: int, process_index: int, process_c
   row i of stateless draws seeded by (seed, p, e), so resuming at step S (skipping
   (S mod steps_per_epoch) * b examples) reproduces the uninterrupted stream.
   """
-  if start_step < 0:
-    raise UserError(f"start_step must be >= 0, got {start_step}")
   builder = pipeline.load_builder(config)
   data = config.data
-  batch = pipeline.local_batch_size(config.batch_size, process_count)
-  shards = pipeline.process_shards(data.train_split, process_index, process_count)
-  shard_sizes = [pipeline.num_examples(builder, s) for s in shards]
-  steps_per_epoch = min(shard_sizes) // batch
-  if steps_per_epoch == 0:
-    raise UserError(f"batch_size {config.batch_size} exceeds the {data.train_split!r} split "
-                    f"of '{config.dataset}' ({process_count} process(es))")
+  batch, shard, shard_size, steps_per_epoch, base_key = pipeline.training_shard(
+      config, builder, start_step, process_index, process_count)
   mean, std = channel_statistics(config)
   decoders = tfds.decode.PartialDecoding({k: True for k in _read_keys(builder, data)})
-  shard, shard_size = shards[process_index], shard_sizes[process_index]
-  base_key = tf.constant([config.seed, process_index], tf.int64)
   signal_shape = pipeline.dataset_feature(builder, data.signal_key).shape
 
-  if None not in signal_shape and shard_size * math.prod(signal_shape) <= _MAX_CACHED_VALUES:
-    examples = pipeline.open_split(builder, shard, decoders=decoders).cache()
-
-    def epoch_order(file_seed: tf.Tensor, shuffle_seed: tf.Tensor) -> tf.data.Dataset:
-      del file_seed  # the cache is read in file order; the shuffle sees all of it
-      return examples.shuffle(shard_size, seed=shuffle_seed, reshuffle_each_iteration=False)
-  else:
-    def epoch_order(file_seed: tf.Tensor, shuffle_seed: tf.Tensor) -> tf.data.Dataset:
-      read_config = tfds.ReadConfig(shuffle_seed=file_seed,
-                                    shuffle_reshuffle_each_iteration=False,
-                                    try_autocache=False)
-      ds = pipeline.open_split(builder, shard, shuffle_files=True, decoders=decoders,
-                               read_config=read_config)
-      return ds.shuffle(data.shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
-
-  @tf.autograph.experimental.do_not_convert
-  def epoch_examples(epoch: tf.Tensor) -> tf.data.Dataset:
-    epoch_key = tf.random.experimental.stateless_fold_in(base_key, epoch)
-    file_key, shuffle_key, offset_key = tf.unstack(
-        tf.random.experimental.stateless_split(epoch_key, 3))
-    size = steps_per_epoch * batch
-    offsets = tf.random.stateless_uniform([size], seed=offset_key)
-    ds = epoch_order(pipeline.op_seed(file_key), pipeline.op_seed(shuffle_key)).take(size)
-    return tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(offsets))
+  epoch_order = pipeline.epoch_order_fn(
+      builder, shard, shard_size, decoders,
+      None not in signal_shape and shard_size * math.prod(signal_shape) <= _MAX_CACHED_VALUES,
+      data.shuffle_buffer)
 
   def preprocess(ex: dict[str, tf.Tensor], offset: tf.Tensor) -> dict[str, tf.Tensor]:
     signal, length = _recording(ex, data)
     return _batch_dict(ex, *_window(signal, length, offset, data.max_length, mean, std), data)
 
-  start_epoch, step_in_epoch = divmod(start_step, steps_per_epoch)
-  ds = tf.data.Dataset.counter(start_epoch).flat_map(epoch_examples)
-  ds = ds.skip(step_in_epoch * batch).map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = pipeline.seeded_epochs(epoch_order, base_key, steps_per_epoch, batch, start_step)
+  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch, drop_remainder=True)
   return ds.prefetch(data.prefetch).as_numpy_iterator()
 
@@ -223,8 +193,4 @@ def eval_batches(config: Any, split: str, *, batch_size: int, process_index: int
 
   ds = pipeline.open_split(builder, shards[process_index], decoders=decoders)
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-  padding = tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype),
-                                  ds.element_spec)
-  ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
-  ds = ds.take(num_batches * batch_size).batch(batch_size)
-  return ds.prefetch(data.prefetch).as_numpy_iterator()
+  return pipeline.padded_batches(ds, num_batches, batch_size, data.prefetch)

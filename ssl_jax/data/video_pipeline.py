@@ -123,52 +123,20 @@ def train_batches(config: Any, *, start_step: int, process_index: int, process_c
   stateless draws seeded by (seed, p, e), so resuming at step S (skipping (S mod
   steps_per_epoch) * b clips) reproduces the uninterrupted stream.
   """
-  if start_step < 0:
-    raise UserError(f"start_step must be >= 0, got {start_step}")
   builder = pipeline.load_builder(config)
   data = config.data
-  _check(data)
-  batch = pipeline.local_batch_size(config.batch_size, process_count)
-  shards = pipeline.process_shards(data.train_split, process_index, process_count)
-  shard_sizes = [pipeline.num_examples(builder, s) for s in shards]
-  steps_per_epoch = min(shard_sizes) // batch
-  if steps_per_epoch == 0:
-    raise UserError(f"batch_size {config.batch_size} exceeds the {data.train_split!r} split "
-                    f"of '{config.dataset}' ({process_count} process(es))")
+  batch, shard, shard_size, steps_per_epoch, base_key = pipeline.training_shard(
+      config, builder, start_step, process_index, process_count)
   decoders = _decoders(builder, data)
-  shard, shard_size = shards[process_index], shard_sizes[process_index]
-  base_key = tf.constant([config.seed, process_index], tf.int64)
   shape = _video_shape(builder, data.video_key)
 
-  if None not in shape and shard_size * math.prod(shape) <= _MAX_CACHED_BYTES:
-    examples = pipeline.open_split(builder, shard, decoders=decoders).cache()
-
-    def epoch_order(file_seed: tf.Tensor, shuffle_seed: tf.Tensor) -> tf.data.Dataset:
-      del file_seed  # the cache is read in file order; the shuffle sees all of it
-      return examples.shuffle(shard_size, seed=shuffle_seed, reshuffle_each_iteration=False)
-  else:
-    def epoch_order(file_seed: tf.Tensor, shuffle_seed: tf.Tensor) -> tf.data.Dataset:
-      read_config = tfds.ReadConfig(shuffle_seed=file_seed,
-                                    shuffle_reshuffle_each_iteration=False,
-                                    try_autocache=False)
-      ds = pipeline.open_split(builder, shard, shuffle_files=True, decoders=decoders,
-                               read_config=read_config)
-      return ds.shuffle(data.shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
-
-  @tf.autograph.experimental.do_not_convert
-  def epoch_examples(epoch: tf.Tensor) -> tf.data.Dataset:
-    epoch_key = tf.random.experimental.stateless_fold_in(base_key, epoch)
-    file_key, shuffle_key, offset_key = tf.unstack(
-        tf.random.experimental.stateless_split(epoch_key, 3))
-    size = steps_per_epoch * batch
-    offsets = tf.random.stateless_uniform([size], seed=offset_key)
-    ds = epoch_order(pipeline.op_seed(file_key), pipeline.op_seed(shuffle_key)).take(size)
-    return tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(offsets))
-
-  start_epoch, step_in_epoch = divmod(start_step, steps_per_epoch)
-  ds = tf.data.Dataset.counter(start_epoch).flat_map(epoch_examples)
-  ds = ds.skip(step_in_epoch * batch).map(lambda ex, offset: _example(ex, offset, data),
-                                          num_parallel_calls=tf.data.AUTOTUNE)
+  epoch_order = pipeline.epoch_order_fn(
+      builder, shard, shard_size, decoders,
+      None not in shape and shard_size * math.prod(shape) <= _MAX_CACHED_BYTES,
+      data.shuffle_buffer)
+  ds = pipeline.seeded_epochs(epoch_order, base_key, steps_per_epoch, batch, start_step)
+  ds = ds.map(lambda ex, offset: _example(ex, offset, data),
+              num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch, drop_remainder=True)
   return ds.prefetch(data.prefetch).as_numpy_iterator()
 
@@ -188,8 +156,4 @@ def eval_batches(config: Any, split: str, *, batch_size: int, process_index: int
   ds = pipeline.open_split(builder, shards[process_index], decoders=_decoders(builder, data))
   ds = ds.map(lambda ex: {**_example(ex, tf.constant(0.0), data), "mask": True},
               num_parallel_calls=tf.data.AUTOTUNE)
-  padding = tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype),
-                                  ds.element_spec)
-  ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
-  ds = ds.take(num_batches * batch_size).batch(batch_size)
-  return ds.prefetch(data.prefetch).as_numpy_iterator()
+  return pipeline.padded_batches(ds, num_batches, batch_size, data.prefetch)
