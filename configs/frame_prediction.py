@@ -50,7 +50,7 @@ def _network(c: ml_collections.ConfigDict, encoder_widths: tuple, decoder_widths
   c.frame_prediction = ml_collections.ConfigDict(dict(
       encoder_widths=encoder_widths, code_dim=128, state_width=256,
       decoder_widths=decoder_widths, context_frames=context_frames, likelihood=likelihood,
-      representation="context"))
+      representation="pooled"))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -18,9 +18,13 @@ Loss (`frame_prediction.likelihood`), per pixel and averaged over the predicted 
   "mse": squared error of the output against the pixel (natural video, UCF-101: PredNet's
       L1/L2 pixel loss on real footage).
 
-The representation (`frame_prediction.representation`): "context", the state h_{c-1} after the
-context frames (it has read what the prediction of x_c needs: the digit's shape, position and
-velocity), or "mean", the states averaged over every frame of the clip.
+The representation (`frame_prediction.representation`): "pooled" (the default), the frame
+encoder's last feature map averaged over space and time, what the clip shows wherever it moves;
+"context", the state h_{c-1} after the context frames (what the prediction of x_c needs:
+the digit's shape, position and velocity); or "mean", the states averaged over the clip.
+On moving_digits the states are dominated by where the digit is and how it moves, which the
+probes of its identity cannot use: after the default run, kNN on all labels reads 12.8% on
+"context" and 15.7% on "mean", 51.1% on "pooled".
 
 `test_metrics`: per-pixel squared error of the predicted frames ("mse"), their mean PSNR in dB
 ("psnr", 10 log10(1 / per-frame MSE), pixels in [0, 1]), and the same error of repeating the
@@ -43,7 +47,7 @@ from ssl_jax.models.decoder import first_feature_map_side
 from ssl_jax.models.frame_predictor import FramePredictor
 
 LIKELIHOODS = ("bernoulli", "mse")
-REPRESENTATIONS = ("context", "mean")
+REPRESENTATIONS = ("context", "mean", "pooled")
 
 
 def network(config) -> FramePredictor:
@@ -117,10 +121,14 @@ def build(config, length) -> Method:
     states, outputs = model.apply({"params": params}, batch["frames"])
     value = prediction_loss(outputs, batch["frames"], context_frames, likelihood)
     error = prediction_loss(predicted_frames(outputs), batch["frames"], context_frames, "mse")
-    return value, StepOutput(extra, {"prediction_mse": error}, features(states))
+    online = features(states) if representation != "pooled" else represent(params, extra, batch)
+    return value, StepOutput(extra, {"prediction_mse": error}, online)
 
   def represent(params, extra, inputs):
     del extra
+    if representation == "pooled":
+      return model.apply({"params": params}, inputs["frames"],
+                         method=FramePredictor.pooled_features)
     return features(model.apply({"params": params}, inputs["frames"],
                                 method=FramePredictor.states))
 

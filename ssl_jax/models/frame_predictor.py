@@ -28,12 +28,21 @@ class FrameEncoder(nn.Module):
   widths: Sequence[int]
   code_dim: int
 
-  @nn.compact
-  def __call__(self, frames: jax.Array) -> jax.Array:
+  def setup(self):
+    self.convs = [nn.Conv(width, (3, 3), strides=(2, 2), name=f"Conv_{index}")
+                  for index, width in enumerate(self.widths)]
+    self.to_code = nn.Dense(self.code_dim, name="Dense_0")
+
+  def feature_map(self, frames: jax.Array) -> jax.Array:
+    """The last convolution's map [N, H / 2^k, W / 2^k, widths[-1]]."""
     x = frames
-    for width in self.widths:
-      x = nn.relu(nn.Conv(width, (3, 3), strides=(2, 2))(x))
-    return nn.relu(nn.Dense(self.code_dim)(x.reshape((x.shape[0], -1))))
+    for conv in self.convs:
+      x = nn.relu(conv(x))
+    return x
+
+  def __call__(self, frames: jax.Array) -> jax.Array:
+    x = self.feature_map(frames)
+    return nn.relu(self.to_code(x.reshape((x.shape[0], -1))))
 
 
 class FrameDecoder(nn.Module):
@@ -73,6 +82,13 @@ class FramePredictor(nn.Module):
     batch, steps = frames.shape[:2]
     codes = self.encoder(frames.reshape((batch * steps,) + frames.shape[2:]))
     return self.recurrence(codes.reshape((batch, steps, -1)))
+
+  def pooled_features(self, frames: jax.Array) -> jax.Array:
+    """The encoder's last feature map averaged over space and time: [B, encoder_widths[-1]],
+    what the frames show wherever it moves (translation invariant, unlike the code)."""
+    batch, steps = frames.shape[:2]
+    maps = self.encoder.feature_map(frames.reshape((batch * steps,) + frames.shape[2:]))
+    return jnp.mean(maps.reshape((batch, -1, maps.shape[-1])), axis=1)
 
   def __call__(self, frames: jax.Array) -> tuple[jax.Array, jax.Array]:
     states = self.states(frames)
