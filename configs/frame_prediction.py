@@ -9,11 +9,20 @@ moving_digits (default; offline, 2 CPU cores):
   flattened to a 128-d code; a GRU of 256; a decoder 64-32-16-8 (4 -> 32 px; wider stages
   cost 10x the step time on CPU). The first 3 frames are context, frames 3..9 are predicted
   one step ahead with the Bernoulli cross-entropy; batch 16, 1000 steps (about 0.2 s each on
-  2 CPU cores), AdamW 1e-3. Then probes of the digit on the GRU state
-  after the context frames, against the flattened frames and the untrained network, the
-  held-out per-pixel MSE / PSNR of the predictions (and of copying the last frame), and
+  2 CPU cores), AdamW 1e-3. Then probes of the digit on the encoder's feature map pooled
+  over space and time ("pooled"; the GRU states encode where the digit is and how it moves,
+  kNN all labels 12.8% on "context"), against the flattened frames and the untrained network,
+  the held-out per-pixel MSE / PSNR of the predictions (and of copying the last frame), and
   eval/predicted_frames.png (true vs predicted frames of 6 test clips).
-  Measured: see the end of this docstring.
+  Measured (2 shared CPU cores under other jobs: 3.5 min of training, 14 min in all, most of
+  it the linear probe on the 10,240 raw pixels): held-out MSE 0.022 (copying the last frame:
+  0.052), PSNR 16.7 dB; the predictions put a grey blob of the right size at the right place
+  but do not yet draw the digit's shape. Test accuracy ssl / random_init / raw: linear all
+  labels 71.1 / 67.8 / 23.0, 10 per class 44.8 / 40.3 / 16.0, 1 per class 15.5 / 17.7 / 11.6;
+  kNN all 51.1 / 53.0 / 30.0, 10 per class 29.9 / 27.3 / 16.2; label propagation all 35.6 /
+  44.1 / 22.6; fewshot all 30.6 / 33.7 / 22.6. The learned features beat raw frames
+  everywhere and the untrained network on linear (5+ labels per class) and kNN (1-10 per
+  class), but not on label propagation or ridge few-shot.
 moving_mnist: TFDS `moving_mnist` (two MNIST digits bouncing in 64x64, 20 frames; only a
   `test` split of 10,000 clips and no labels): trains on test[:90%], reports the held-out
   metrics and pictures on test[90%:] (no probes: nothing to probe). 10 context frames, 10
