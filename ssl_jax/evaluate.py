@@ -101,7 +101,7 @@ class Restored(NamedTuple):
   trained: dict
   untrained: dict
   step: int
-  num_classes: int
+  num_classes: int | None  # None: the probe dataset has no labels, the probes are skipped
   mesh: jax.sharding.Mesh
   probe_inputs: Any
   train_inputs: Any
@@ -154,15 +154,19 @@ def restore_checkpoint(config, workdir: str) -> Checkpoint:
 
 
 def restore(config, workdir: str) -> Restored:
-  """The newest checkpoint in `workdir` and the same network at its initialisation."""
+  """The newest checkpoint in `workdir` and the same network at its initialisation.
+
+  An unlabelled probe dataset (Moving MNIST) gives `num_classes` None: the probes are skipped
+  and only the method's own held-out metrics and pictures are reported, or, for a method
+  with neither, it is a UserError."""
   from ssl_jax.data import inputs as inputs_lib  # pylint: disable=g-import-not-at-top
   probed = probe_config(config)
   probe_inputs = inputs_lib.Inputs(probed, workdir) if probed is not config else None
   num_classes = (probe_inputs or inputs_lib.Inputs(config)).info().num_classes
-  if num_classes is None:
+  checkpoint = restore_checkpoint(config, workdir)
+  if num_classes is None and not (checkpoint.method.test_metrics or checkpoint.method.pictures):
     raise UserError(f"dataset '{probed.dataset}' has no labels to evaluate with (set "
                     "eval.dataset to a labelled one)")
-  checkpoint = restore_checkpoint(config, workdir)
   return Restored(checkpoint.method, checkpoint.state,
                   checkpoint.trainer.create_state(config.seed), checkpoint.step, num_classes,
                   checkpoint.trainer.mesh, probe_inputs or checkpoint.inputs, checkpoint.inputs)
@@ -201,19 +205,23 @@ def feature_sets(config, restored: Restored) -> dict:
 
 
 def draw_pictures(config, restored: Restored) -> dict[str, np.ndarray]:
-  """The method's pictures of the first `eval.num_pictures` test images ({} if it has none)."""
+  """The method's pictures of the first `eval.num_pictures` test images, or clips, ({} if it
+  has none)."""
   from ssl_jax.eval import pictures  # pylint: disable=g-import-not-at-top
   if restored.method.pictures is None or not config.eval.get("num_pictures", 0):
     return {}
-  images = []
+  from ssl_jax.eval import features  # pylint: disable=g-import-not-at-top
+  chosen, count = [], 0
   for batch in _batches(restored.probe_inputs, config, config.data.test_split, restored.mesh):
-    images.append(batch["image"][batch["mask"]])
-    if sum(len(i) for i in images) >= config.eval.num_pictures:
+    chosen.append(jax.tree.map(lambda x, mask=batch["mask"]: x[mask],
+                               features.model_inputs(batch)))
+    count += int(np.sum(batch["mask"]))
+    if count >= config.eval.num_pictures:
       break
-  images = np.concatenate(images)[:config.eval.num_pictures]
+  inputs = jax.tree.map(lambda *rows: np.concatenate(rows)[:config.eval.num_pictures], *chosen)
   state = restored.trained
   return pictures.draw(restored.method.pictures, state["params"]["model"], state["extra"],
-                       images, config, config.seed)
+                       inputs, config, config.seed)
 
 
 def finetune_results(config, restored: Restored, train_labels: np.ndarray,
@@ -298,8 +306,12 @@ def held_out_metrics(config, restored: Restored) -> dict[str, float]:
 
 def evaluate(config, restored: Restored, sources: dict | None = None) -> dict:
   """Runs every (source, protocol, labels per class) cell, then any fine-tuning; returns the
-  report dict. `sources` are `feature_sets`' features, extracted here when not given."""
+  report dict. `sources` are `feature_sets`' features, extracted here when not given. Without
+  labels (`restored.num_classes` None) only the held-out metrics are reported."""
   from ssl_jax.eval import features  # pylint: disable=g-import-not-at-top
+  if restored.num_classes is None:
+    return with_held_out(config, restored, {"dataset": probe_config(config).dataset,
+                                            "checkpoint_step": restored.step, "results": []})
   if sources is None:
     sources = feature_sets(config, restored)
   num_classes = restored.num_classes
@@ -328,8 +340,12 @@ def evaluate(config, restored: Restored, sources: dict | None = None) -> dict:
   if config.eval.get("finetune") and config.eval.finetune.fractions:  # older runs lack it
     (_, train_labels), (_, test_labels) = next(iter(sources.values()))
     results += finetune_results(config, restored, train_labels, test_labels)
-  report = {"dataset": probe_config(config).dataset, "checkpoint_step": restored.step,
-            "results": results}
+  return with_held_out(config, restored, {"dataset": probe_config(config).dataset,
+                                          "checkpoint_step": restored.step, "results": results})
+
+
+def with_held_out(config, restored: Restored, report: dict) -> dict:
+  """`report` with the method's held-out metrics (`held_out_metrics`) where it has any."""
   held_out = held_out_metrics(config, restored)
   if held_out:
     report["held_out"] = {"dataset": config.dataset, "split": config.data.test_split,
@@ -357,10 +373,13 @@ def markdown_table(report: dict) -> str:
   sources = list(dict.fromkeys(r["features"] for r in report["results"]))
   cells = {(r["protocol"], r["labels_per_class"], r["features"]): r for r in report["results"]}
   rows = list(dict.fromkeys((r["protocol"], r["labels_per_class"]) for r in report["results"]))
-  lines = [f"# Evaluation: {report['dataset']}, checkpoint step {report['checkpoint_step']}", "",
-           "Test accuracy (%), mean ± std over seeds of the labelled subset.", "",
-           "| protocol | labels/class | " + " | ".join(sources) + " |",
-           "|---|---|" + "---|" * len(sources)]
+  lines = [f"# Evaluation: {report['dataset']}, checkpoint step {report['checkpoint_step']}", ""]
+  if not report["results"]:
+    lines += ["No probes: the dataset has no labels."]
+  else:
+    lines += ["Test accuracy (%), mean ± std over seeds of the labelled subset.", "",
+              "| protocol | labels/class | " + " | ".join(sources) + " |",
+              "|---|---|" + "---|" * len(sources)]
   for protocol, per_class in rows:
     values, fraction = [], None
     for source in sources:
@@ -388,12 +407,12 @@ def run(workdir: str) -> dict:
   from ssl_jax.eval import pictures  # pylint: disable=g-import-not-at-top
   config = config_lib.load_saved(workdir)
   restored = restore(config, workdir)
-  sources = feature_sets(config, restored)
+  sources = feature_sets(config, restored) if restored.num_classes is not None else {}
   report = evaluate(config, restored, sources)
   drawn = draw_pictures(config, restored)
   if jax.process_index() == 0:
     out_dir = os.path.join(workdir, "eval")
-    plotted = draw_plots(config, sources, report["results"])
+    plotted = draw_plots(config, sources, report["results"]) if sources else {}
     if plotted:
       report["plots"] = pictures.write(plotted, out_dir)
     if drawn:

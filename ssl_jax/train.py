@@ -33,6 +33,7 @@ State = dict[str, Any]
 
 TEXT_INPUTS = ("tokens", "attention_mask", "segment_ids")  # what a text `represent` reads
 SEQUENCE_INPUTS = ("signal", "length")  # what a sequence `represent` reads
+VIDEO_INPUTS = ("frames",)  # what a video `represent` reads (and evaluation's "mask")
 
 
 def example_batch(config: ml_collections.ConfigDict, input_shape: tuple[int, ...],
@@ -43,8 +44,11 @@ def example_batch(config: ml_collections.ConfigDict, input_shape: tuple[int, ...
   multi-crop local views, `input_shape` = (H, W, C). Text ("text"): int32 `tokens`,
   `attention_mask`, `segment_ids` [b, L] and the next-sentence label [b], `input_shape` = (L,).
   Sequences ("sequence"): float `signal` [b, T, C] and int32 `length` [b], `input_shape` =
-  (T, C).
+  (T, C). Videos ("video"): float `frames` [b, T, H, W, C] in [0, 1] (`device_preprocess`
+  scales the pipeline's uint8), `input_shape` = (T, H, W, C).
   """
+  if config.data.get("modality", "image") == "video":
+    return {"frames": jnp.zeros((batch_size,) + tuple(input_shape), jnp.float32)}
   if config.data.get("modality", "image") == "sequence":
     return {"signal": jnp.zeros((batch_size,) + tuple(input_shape), jnp.float32),
             "length": jnp.full((batch_size,), input_shape[0], jnp.int32)}
@@ -64,16 +68,23 @@ def example_batch(config: ml_collections.ConfigDict, input_shape: tuple[int, ...
 
 def represent_inputs(batch: dict[str, jax.Array]):
   """What `Method.represent` takes from a training batch: the first view's images, or the
-  text (`TEXT_INPUTS`) or sequence (`SEQUENCE_INPUTS`) inputs as a dict."""
+  text (`TEXT_INPUTS`), sequence (`SEQUENCE_INPUTS`) or video (`VIDEO_INPUTS`, with an
+  evaluation batch's "mask" so that held-out metrics can skip padding rows) inputs as a
+  dict."""
   if "views" in batch:
     return batch["views"][:, 0]
+  if "frames" in batch:
+    return {key: batch[key] for key in VIDEO_INPUTS + ("mask",) if key in batch}
   return {key: batch[key] for key in (SEQUENCE_INPUTS if "signal" in batch else TEXT_INPUTS)}
 
 
 def device_preprocess(rng: jax.Array, batch: dict[str, jax.Array],
                       config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
-  """Augments and normalises the uint8 views on device, per example, with an explicit rng."""
+  """Augments and normalises the uint8 views on device, per example, with an explicit rng;
+  scales video frames to [0, 1]."""
   batch = dict(batch)
+  if "frames" in batch:
+    batch["frames"] = augment.unit_frames(batch["frames"])
   if "views" in batch:
     batch["views"] = augment.augment_views(rng, batch["views"], config)
   if "local_views" in batch:

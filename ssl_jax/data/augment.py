@@ -157,6 +157,15 @@ def normalize_images(images: jax.Array, config: Any) -> jax.Array:
   return _normalize(images.astype(jnp.float32) / 255.0, config.augment)
 
 
+def unit_frames(frames: jax.Array) -> jax.Array:
+  """Video frames on the [0, 1] scale: uint8 are divided by 255, floats (already scaled) are
+  kept. Frame predictors model pixels in [0, 1] (a Bernoulli or squared-error likelihood),
+  so videos are not standardised."""
+  if jnp.issubdtype(frames.dtype, jnp.integer):
+    return frames.astype(jnp.float32) / 255.0
+  return frames.astype(jnp.float32)
+
+
 def normalize_unit_images(images: jax.Array, config: Any) -> jax.Array:
   """float [..., C] on the [0, 1] pixel scale -> (x - mean) / std with `config.augment`'s
   stats (what the reconstruction objectives do after corrupting pixels)."""

@@ -3,7 +3,8 @@ evaluation.
 
 `config.data.modality` picks the pipeline: "image" (the default; `ssl_jax.data.pipeline`),
 "text" (`ssl_jax.data.text_pipeline`, whose batches need the run's tokenizer, kept in the
-workdir) or "sequence" (`ssl_jax.data.sequence_pipeline`: sensor channels, audio). Neither
+workdir), "sequence" (`ssl_jax.data.sequence_pipeline`: sensor channels, audio) or "video"
+(`ssl_jax.data.video_pipeline`: clips of frames). Neither
 `train.py` nor `evaluate.py` branches on the modality: they ask `Inputs` for the dataset's
 sizes, the training stream and evaluation batches.
 """
@@ -15,7 +16,7 @@ import numpy as np
 from ssl_jax.data import pipeline
 from ssl_jax.errors import UserError
 
-MODALITIES = ("image", "text", "sequence")
+MODALITIES = ("image", "text", "sequence", "video")
 
 
 class Inputs:
@@ -41,10 +42,13 @@ class Inputs:
     if self.modality == "sequence":
       from ssl_jax.data import sequence_pipeline  # pylint: disable=g-import-not-at-top
       self._pipeline = sequence_pipeline
+    if self.modality == "video":
+      from ssl_jax.data import video_pipeline  # pylint: disable=g-import-not-at-top
+      self._pipeline = video_pipeline
 
   def info(self):
-    """The pipeline's `DatasetInfo`, `TextDatasetInfo` or `SequenceDatasetInfo`: example
-    counts, classes, `input_shape`."""
+    """The pipeline's `DatasetInfo`, `TextDatasetInfo`, `SequenceDatasetInfo` or
+    `VideoDatasetInfo`: example counts, classes, `input_shape`."""
     if self.modality == "text":
       return self._text.dataset_info(self.config)
     return self._pipeline.dataset_info(self.config)

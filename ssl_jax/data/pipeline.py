@@ -21,13 +21,14 @@ decoded once into an in-memory cache.
 from collections.abc import Callable, Iterator
 import dataclasses
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from ssl_jax.data.builders import digits  # pylint: disable=unused-import  (registers "digits")
+from ssl_jax.data.builders import moving_digits  # pylint: disable=unused-import  (registers it)
 from ssl_jax.data.builders import photos  # pylint: disable=unused-import  (registers "photos")
 from ssl_jax.data.builders import python_docs  # pylint: disable=unused-import  (registers it)
 from ssl_jax.data.builders import sequences  # pylint: disable=unused-import  (registers it)
@@ -38,7 +39,7 @@ if tf.config.list_physical_devices("GPU"):
   tf.config.set_visible_devices([], "GPU")
 
 # Datasets whose builders live in `ssl_jax.data.builders` and prepare offline.
-_EMBEDDED = frozenset({"digits", "photos", "python_docs", "sequences"})
+_EMBEDDED = frozenset({"digits", "moving_digits", "photos", "python_docs", "sequences"})
 _CROPS = ("none", "random_resized")
 _EVAL_CROPS = ("none", "center")
 # Training shards whose decoded uint8 images fit in this many bytes (CIFAR's
@@ -258,35 +259,6 @@ def sizes_and_classes(builder: tfds.core.DatasetBuilder, data: Any
   return num_examples(builder, data.train_split), num_test, num_classes
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainingShard:
-  """This process's part of a training split: its local batch, its shard, and the epoch length
-  every process shares (that of the smallest shard, so all processes step in lockstep)."""
-  builder: tfds.core.DatasetBuilder
-  batch: int
-  shard: Any
-  shard_size: int
-  steps_per_epoch: int
-
-
-def training_shard(config: Any, start_step: int, process_index: int,
-                   process_count: int) -> TrainingShard:
-  """Checks the stream's arguments and splits `config.data.train_split` between processes."""
-  if start_step < 0:
-    raise UserError(f"start_step must be >= 0, got {start_step}")
-  builder = load_builder(config)
-  split = config.data.train_split
-  batch = local_batch_size(config.batch_size, process_count)
-  shards = process_shards(split, process_index, process_count)
-  shard_sizes = [num_examples(builder, s) for s in shards]
-  steps_per_epoch = min(shard_sizes) // batch
-  if steps_per_epoch == 0:
-    raise UserError(f"batch_size {config.batch_size} exceeds the {split!r} split of "
-                    f"'{config.dataset}' ({process_count} process(es))")
-  return TrainingShard(builder, batch, shards[process_index], shard_sizes[process_index],
-                       steps_per_epoch)
-
-
 def eval_shard(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
                process_index: int, process_count: int) -> tuple[Any, int]:
   """(this process's shard of `split`, the number of batches every process yields): that of
@@ -296,50 +268,6 @@ def eval_shard(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
   shards = process_shards(split, process_index, process_count)
   num_batches = math.ceil(max(num_examples(builder, s) for s in shards) / batch_size)
   return shards[process_index], num_batches
-
-
-def seeded_stream(builder: tfds.core.DatasetBuilder, shard: Any, shard_size: int, *,
-                  cached: bool, decoders: Any, shuffle_buffer: int, seed: int,
-                  process_index: int, steps_per_epoch: int, batch: int, draws: int,
-                  start_step: int) -> tf.data.Dataset:
-  """(example, uniform draws [draws]) pairs of a training stream from step `start_step` on.
-
-  The stream of the text and sequence pipelines, under the rule the image stream follows
-  (`train_batches`): epoch e of process p reads the shard in an order seeded by (seed, p, e)
-  -- a full permutation of an in-memory cache when `cached`, else shuffled files and a
-  `shuffle_buffer` -- and keeps `steps_per_epoch * batch` examples; row i of the epoch's
-  stateless draws belongs to its example i; the examples of the first
-  (start_step mod steps_per_epoch) batches are skipped before any decoding. Unbatched.
-  """
-  base_key = tf.constant([seed, process_index], tf.int64)
-  if cached:
-    examples = open_split(builder, shard, decoders=decoders).cache()
-
-    def epoch_order(file_seed: tf.Tensor, shuffle_seed: tf.Tensor) -> tf.data.Dataset:
-      del file_seed  # the cache is read in file order; the shuffle sees all of it
-      return examples.shuffle(shard_size, seed=shuffle_seed, reshuffle_each_iteration=False)
-  else:
-    def epoch_order(file_seed: tf.Tensor, shuffle_seed: tf.Tensor) -> tf.data.Dataset:
-      read_config = tfds.ReadConfig(shuffle_seed=file_seed,
-                                    shuffle_reshuffle_each_iteration=False,
-                                    try_autocache=False)
-      ds = open_split(builder, shard, shuffle_files=True, decoders=decoders,
-                      read_config=read_config)
-      return ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
-
-  @tf.autograph.experimental.do_not_convert
-  def epoch_examples(epoch: tf.Tensor) -> tf.data.Dataset:
-    epoch_key = tf.random.experimental.stateless_fold_in(base_key, epoch)
-    file_key, shuffle_key, draw_key = tf.unstack(
-        tf.random.experimental.stateless_split(epoch_key, 3))
-    size = steps_per_epoch * batch
-    rows = tf.random.stateless_uniform([size, draws], seed=draw_key)
-    ds = epoch_order(op_seed(file_key), op_seed(shuffle_key)).take(size)
-    return tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(rows))
-
-  start_epoch, step_in_epoch = divmod(start_step, steps_per_epoch)
-  return tf.data.Dataset.counter(start_epoch).flat_map(epoch_examples).skip(
-      step_in_epoch * batch)
 
 
 def eval_batches(
@@ -503,6 +431,90 @@ def _decoders(
     dataset_feature(builder, key)  # A UserError naming the missing feature.
   return tfds.decode.PartialDecoding(
       {key: True for key in keys}, decoders={image_key: tfds.decode.SkipDecoding()})
+
+
+class TrainingShard(NamedTuple):
+  """This process's part of a training stream: its batch size, its shard of the training
+  split and that shard's size, the steps of an epoch, and the key its epochs are seeded by."""
+  batch: int
+  shard: Any
+  shard_size: int
+  steps_per_epoch: int
+  base_key: tf.Tensor
+
+
+def training_shard(config: Any, builder: tfds.core.DatasetBuilder, start_step: int,
+                   process_index: int, process_count: int) -> TrainingShard:
+  """The checked `TrainingShard` of process `process_index` (the sequence and video
+  pipelines): every process runs min(shard sizes) // local batch steps an epoch."""
+  if start_step < 0:
+    raise UserError(f"start_step must be >= 0, got {start_step}")
+  batch = local_batch_size(config.batch_size, process_count)
+  shards = process_shards(config.data.train_split, process_index, process_count)
+  shard_sizes = [num_examples(builder, s) for s in shards]
+  steps_per_epoch = min(shard_sizes) // batch
+  if steps_per_epoch == 0:
+    raise UserError(f"batch_size {config.batch_size} exceeds the {config.data.train_split!r} "
+                    f"split of '{config.dataset}' ({process_count} process(es))")
+  return TrainingShard(batch, shards[process_index], shard_sizes[process_index],
+                       steps_per_epoch, tf.constant([config.seed, process_index], tf.int64))
+
+
+def epoch_order_fn(builder: tfds.core.DatasetBuilder, shard: Any, shard_size: int,
+                   decoders: Any, cached: bool, shuffle_buffer: int
+                   ) -> Callable[[tf.Tensor, tf.Tensor], tf.data.Dataset]:
+  """(file_seed, shuffle_seed) -> one epoch of `shard` in a seeded order: a small shard is
+  read once into memory (`cached`) and shuffled whole; a large one is read in a seeded file
+  order through a `shuffle_buffer`-example shuffle. The sequence and video pipelines' epochs."""
+  if cached:
+    examples = open_split(builder, shard, decoders=decoders).cache()
+
+    def cached_order(file_seed: tf.Tensor, shuffle_seed: tf.Tensor) -> tf.data.Dataset:
+      del file_seed  # the cache is read in file order; the shuffle sees all of it
+      return examples.shuffle(shard_size, seed=shuffle_seed, reshuffle_each_iteration=False)
+    return cached_order
+
+  def streamed_order(file_seed: tf.Tensor, shuffle_seed: tf.Tensor) -> tf.data.Dataset:
+    read_config = tfds.ReadConfig(shuffle_seed=file_seed, shuffle_reshuffle_each_iteration=False,
+                                  try_autocache=False)
+    ds = open_split(builder, shard, shuffle_files=True, decoders=decoders,
+                    read_config=read_config)
+    return ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
+  return streamed_order
+
+
+def seeded_epochs(epoch_order: Callable[[tf.Tensor, tf.Tensor], tf.data.Dataset],
+                  base_key: tf.Tensor, steps_per_epoch: int, batch: int, start_step: int,
+                  draws: int | None = None) -> tf.data.Dataset:
+  """(example, draw) pairs from step `start_step` on, endlessly: epoch e keeps
+  `steps_per_epoch * batch` examples of `epoch_order` seeded by fold_in(base_key, e), each
+  paired with row i of a uniform [0, 1) draw seeded the same way (a scalar, or `draws` of
+  them), so that resuming at step S (skipping (S mod steps_per_epoch) * batch pairs)
+  reproduces the uninterrupted stream."""
+  @tf.autograph.experimental.do_not_convert
+  def epoch_examples(epoch: tf.Tensor) -> tf.data.Dataset:
+    epoch_key = tf.random.experimental.stateless_fold_in(base_key, epoch)
+    file_key, shuffle_key, draw_key = tf.unstack(
+        tf.random.experimental.stateless_split(epoch_key, 3))
+    size = steps_per_epoch * batch
+    rows = tf.random.stateless_uniform([size] if draws is None else [size, draws],
+                                       seed=draw_key)
+    ds = epoch_order(op_seed(file_key), op_seed(shuffle_key)).take(size)
+    return tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(rows))
+
+  start_epoch, step_in_epoch = divmod(start_step, steps_per_epoch)
+  ds = tf.data.Dataset.counter(start_epoch).flat_map(epoch_examples)
+  return ds.skip(step_in_epoch * batch)
+
+
+def padded_batches(ds: tf.data.Dataset, num_batches: int, batch_size: int, prefetch: int
+                   ) -> Iterator[dict[str, np.ndarray]]:
+  """`num_batches` batches of `ds`, the rows after its end all zeros (their "mask" False)."""
+  padding = tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype),
+                                  ds.element_spec)
+  ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
+  ds = ds.take(num_batches * batch_size).batch(batch_size)
+  return ds.prefetch(prefetch).as_numpy_iterator()
 
 
 def op_seed(key: tf.Tensor) -> tf.Tensor:

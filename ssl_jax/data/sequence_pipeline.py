@@ -67,9 +67,16 @@ def dataset_info(config: Any) -> SequenceDatasetInfo:
   data = config.data
   if data.max_length < 1:
     raise UserError(f"config.data.max_length must be >= 1, got {data.max_length}")
-  return SequenceDatasetInfo(*pipeline.sizes_and_classes(builder, data),
-                             input_shape=(data.max_length, _num_channels(builder,
-                                                                         data.signal_key)))
+  label_key = data.get("label_key")
+  num_classes = None
+  if label_key is not None:
+    num_classes = getattr(pipeline.dataset_feature(builder, label_key), "num_classes", None)
+  return SequenceDatasetInfo(
+      num_train_examples=pipeline.num_examples(builder, data.train_split),
+      num_test_examples=(
+          0 if data.test_split is None else pipeline.num_examples(builder, data.test_split)),
+      num_classes=num_classes,
+      input_shape=(data.max_length, _num_channels(builder, data.signal_key)))
 
 
 def _read_keys(builder: tfds.core.DatasetBuilder, data: Any) -> list[str]:
@@ -142,22 +149,24 @@ def train_batches(config: Any, *, start_step: int, process_index: int, process_c
   row i of stateless draws seeded by (seed, p, e), so resuming at step S (skipping
   (S mod steps_per_epoch) * b examples) reproduces the uninterrupted stream.
   """
-  part = pipeline.training_shard(config, start_step, process_index, process_count)
-  builder, batch, data = part.builder, part.batch, config.data
+  builder = pipeline.load_builder(config)
+  data = config.data
+  batch, shard, shard_size, steps_per_epoch, base_key = pipeline.training_shard(
+      config, builder, start_step, process_index, process_count)
   mean, std = channel_statistics(config)
   decoders = tfds.decode.PartialDecoding({k: True for k in _read_keys(builder, data)})
   signal_shape = pipeline.dataset_feature(builder, data.signal_key).shape
-  cached = (None not in signal_shape
-            and part.shard_size * math.prod(signal_shape) <= _MAX_CACHED_VALUES)
-  ds = pipeline.seeded_stream(
-      builder, part.shard, part.shard_size, cached=cached, decoders=decoders,
-      shuffle_buffer=data.shuffle_buffer, seed=config.seed, process_index=process_index,
-      steps_per_epoch=part.steps_per_epoch, batch=batch, draws=1, start_step=start_step)
 
-  def preprocess(ex: dict[str, tf.Tensor], draws: tf.Tensor) -> dict[str, tf.Tensor]:
+  epoch_order = pipeline.epoch_order_fn(
+      builder, shard, shard_size, decoders,
+      None not in signal_shape and shard_size * math.prod(signal_shape) <= _MAX_CACHED_VALUES,
+      data.shuffle_buffer)
+
+  def preprocess(ex: dict[str, tf.Tensor], offset: tf.Tensor) -> dict[str, tf.Tensor]:
     signal, length = _recording(ex, data)
-    return _batch_dict(ex, *_window(signal, length, draws[0], data.max_length, mean, std), data)
+    return _batch_dict(ex, *_window(signal, length, offset, data.max_length, mean, std), data)
 
+  ds = pipeline.seeded_epochs(epoch_order, base_key, steps_per_epoch, batch, start_step)
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch, drop_remainder=True)
   return ds.prefetch(data.prefetch).as_numpy_iterator()
@@ -170,8 +179,10 @@ def eval_batches(config: Any, split: str, *, batch_size: int, process_index: int
   batch). Every process yields as many batches as the largest shard."""
   builder = pipeline.load_builder(config)
   data = config.data
-  shard, num_batches = pipeline.eval_shard(builder, split, batch_size, process_index,
-                                           process_count)
+  if batch_size < 1:
+    raise UserError(f"eval batch_size must be >= 1, got {batch_size}")
+  shards = pipeline.process_shards(split, process_index, process_count)
+  num_batches = math.ceil(max(pipeline.num_examples(builder, s) for s in shards) / batch_size)
   mean, std = channel_statistics(config)
   decoders = tfds.decode.PartialDecoding({k: True for k in _read_keys(builder, data)})
 
@@ -180,10 +191,6 @@ def eval_batches(config: Any, split: str, *, batch_size: int, process_index: int
     window, kept = _window(signal, length, tf.constant(0.0), data.max_length, mean, std)
     return {**_batch_dict(ex, window, kept, data), "mask": True}
 
-  ds = pipeline.open_split(builder, shard, decoders=decoders)
+  ds = pipeline.open_split(builder, shards[process_index], decoders=decoders)
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-  padding = tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype),
-                                  ds.element_spec)
-  ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
-  ds = ds.take(num_batches * batch_size).batch(batch_size)
-  return ds.prefetch(data.prefetch).as_numpy_iterator()
+  return pipeline.padded_batches(ds, num_batches, batch_size, data.prefetch)

@@ -186,18 +186,19 @@ def train_batches(config: Any, tokenizer: Tokenizer, *, start_step: int, process
   at position i come from row i of stateless draws seeded by (seed, p, e), so resuming at
   step S (skipping (S mod steps_per_epoch) * b texts) reproduces the uninterrupted stream.
   """
-  part = pipeline.training_shard(config, start_step, process_index, process_count)
-  builder, batch, data = part.builder, part.batch, config.data
+  builder, data = pipeline.load_builder(config), config.data
+  part = pipeline.training_shard(config, builder, start_step, process_index, process_count)
   text_key, label_key = _text_key(config), data.get("label_key")
   keys = [text_key] + ([label_key] if label_key else [])
   for key in keys:
     pipeline.dataset_feature(builder, key)
   decoders = tfds.decode.PartialDecoding({key: True for key in keys})
-  ds = pipeline.seeded_stream(
-      builder, part.shard, part.shard_size, cached=part.shard_size <= _MAX_CACHED_TEXTS,
-      decoders=decoders,
-      shuffle_buffer=data.shuffle_buffer, seed=config.seed, process_index=process_index,
-      steps_per_epoch=part.steps_per_epoch, batch=batch, draws=3, start_step=start_step)
+  epoch_order = pipeline.epoch_order_fn(builder, part.shard, part.shard_size, decoders,
+                                        part.shard_size <= _MAX_CACHED_TEXTS,
+                                        data.shuffle_buffer)
+  batch = part.batch
+  ds = pipeline.seeded_epochs(epoch_order, part.base_key, part.steps_per_epoch, batch,
+                              start_step, draws=3)
   ds = ds.batch(batch, drop_remainder=True)
   for examples, draws in ds.prefetch(data.prefetch).as_numpy_iterator():
     texts = _decoded(examples[text_key])

@@ -38,9 +38,11 @@ def representation_fn(represent: Callable[..., jax.Array], params: Any, extra: A
 
 def normalised_inputs(inputs, config):
   """`model_inputs` as the method's functions take them: images normalised as training
-  normalised its views, text and sequence inputs (already standardised by their pipeline)
-  unchanged."""
+  normalised its views, video frames scaled to [0, 1] as training scaled them, text and
+  sequence inputs (already standardised by their pipeline) unchanged."""
   if isinstance(inputs, dict):
+    if "frames" in inputs:
+      return {**inputs, "frames": augment.unit_frames(inputs["frames"])}
     return inputs
   return augment.normalize_images(inputs, config)
 
@@ -75,9 +77,16 @@ def raw_signal_fn(inputs: dict[str, jax.Array]) -> jax.Array:
   return signal.reshape(signal.shape[0], -1).astype(jnp.float32)
 
 
+def raw_frames_fn(inputs: dict[str, jax.Array]) -> jax.Array:
+  """The flattened frames in [0, 1] [b, T * H * W * C]: the video baseline."""
+  return raw_pixels_fn(inputs["frames"])
+
+
 def raw_features_fn(config) -> FeatureFn:
   """The `raw` baseline of the run's modality: pixels, a bag of words for text, the signal
-  for sequences."""
+  for sequences, the frames for videos."""
+  if config.data.get("modality", "image") == "video":
+    return raw_frames_fn
   if config.data.get("modality", "image") == "sequence":
     return raw_signal_fn
   if config.data.get("modality", "image") == "text":

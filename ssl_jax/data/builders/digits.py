@@ -36,6 +36,19 @@ def _to_uint8(images: np.ndarray) -> np.ndarray:
   return np.round(images * (255.0 / _MAX_PIXEL)).astype(np.uint8)
 
 
+def load_split_indices() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+  """(uint8 images [1797, 8, 8, 1], labels [1797], {"train": indices, "test": indices}): the
+  bundled digits and the builder's fixed stratified 70/30 split (also the split of the
+  `moving_digits` videos)."""
+  digits = sk_datasets.load_digits()
+  images = _to_uint8(digits.images)[..., None]
+  labels = digits.target.astype(np.int64)
+  train_idx, test_idx = model_selection.train_test_split(
+      np.arange(len(labels)), test_size=_TEST_FRACTION, stratify=labels,
+      random_state=_SPLIT_SEED)
+  return images, labels, {"train": train_idx, "test": test_idx}
+
+
 class Digits(tfds.core.GeneratorBasedBuilder):
   """UCI handwritten digits (Alpaydin & Kaynak, 1998), 1,797 8x8 grayscale images.
 
@@ -75,17 +88,9 @@ class Digits(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     """Splits the bundled data; `dl_manager` is unused because nothing is downloaded."""
     del dl_manager
-    digits = sk_datasets.load_digits()
-    images = _to_uint8(digits.images)[..., None]
-    labels = digits.target.astype(np.int64)
-    indices = np.arange(len(labels))
-    train_idx, test_idx = model_selection.train_test_split(
-        indices, test_size=_TEST_FRACTION, stratify=labels,
-        random_state=_SPLIT_SEED)
-    return {
-        "train": self._generate_examples(images, labels, train_idx),
-        "test": self._generate_examples(images, labels, test_idx),
-    }
+    images, labels, indices = load_split_indices()
+    return {split: self._generate_examples(images, labels, chosen)
+            for split, chosen in indices.items()}
 
   def _generate_examples(
       self, images: np.ndarray, labels: np.ndarray, indices: np.ndarray
