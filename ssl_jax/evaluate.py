@@ -109,8 +109,8 @@ class Restored(NamedTuple):
 
 def probe_config(config):
   """The config the probes read: the run's, with `eval.dataset` (its `eval.label_key`, and
-  `eval.train_split` when set) in place of the training dataset when set (a language model trained on unlabelled text is
-  probed on a labelled one)."""
+  `eval.train_split` when set) in place of the training dataset when set (a language model
+  trained on unlabelled text is probed on a labelled one)."""
   dataset = config.eval.get("dataset")
   if not dataset:
     return config
@@ -160,10 +160,10 @@ def restore(config, workdir: str) -> Restored:
   and only the method's own held-out metrics and pictures are reported, or, for a method
   with neither, it is a UserError."""
   from ssl_jax.data import inputs as inputs_lib  # pylint: disable=g-import-not-at-top
+  checkpoint = restore_checkpoint(config, workdir)
   probed = probe_config(config)
   probe_inputs = inputs_lib.Inputs(probed, workdir) if probed is not config else None
-  num_classes = (probe_inputs or inputs_lib.Inputs(config)).info().num_classes
-  checkpoint = restore_checkpoint(config, workdir)
+  num_classes = (probe_inputs or checkpoint.inputs).info().num_classes
   if num_classes is None and not (checkpoint.method.test_metrics or checkpoint.method.pictures):
     raise UserError(f"dataset '{probed.dataset}' has no labels to evaluate with (set "
                     "eval.dataset to a labelled one)")
@@ -280,7 +280,7 @@ def held_out_metrics(config, restored: Restored) -> dict[str, float]:
   perplexity, exp(nll). {} when the method has none."""
   from ssl_jax import parallel  # pylint: disable=g-import-not-at-top
   from ssl_jax.eval import features  # pylint: disable=g-import-not-at-top
-  test_metrics = getattr(restored.method, "test_metrics", None)
+  test_metrics = restored.method.test_metrics
   if test_metrics is None or config.data.test_split is None:
     return {}
   params, extra = restored.trained["params"]["model"], restored.trained["extra"]

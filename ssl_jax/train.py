@@ -47,12 +47,13 @@ def example_batch(config: ml_collections.ConfigDict, input_shape: tuple[int, ...
   (T, C). Videos ("video"): float `frames` [b, T, H, W, C] in [0, 1] (`device_preprocess`
   scales the pipeline's uint8), `input_shape` = (T, H, W, C).
   """
-  if config.data.get("modality", "image") == "video":
+  modality = config.data.get("modality", "image")
+  if modality == "video":
     return {"frames": jnp.zeros((batch_size,) + tuple(input_shape), jnp.float32)}
-  if config.data.get("modality", "image") == "sequence":
+  if modality == "sequence":
     return {"signal": jnp.zeros((batch_size,) + tuple(input_shape), jnp.float32),
             "length": jnp.full((batch_size,), input_shape[0], jnp.int32)}
-  if config.data.get("modality", "image") == "text":
+  if modality == "text":
     tokens = jnp.zeros((batch_size,) + tuple(input_shape), jnp.int32)
     return {"tokens": tokens, "attention_mask": jnp.ones_like(tokens),
             "segment_ids": tokens, "next_sentence": jnp.zeros((batch_size,), jnp.int32)}

@@ -25,7 +25,9 @@ def run(tmp_path_factory):
   """An MLM config with sentence pairs, its workdir and inputs (tokenizer learned here)."""
   workdir = str(tmp_path_factory.mktemp("run"))
   config = _config(mlm)
-  return config, workdir, inputs_lib.Inputs(config, workdir, create_tokenizer=True)
+  inputs = inputs_lib.Inputs(config, workdir, create_tokenizer=True)
+  _ = inputs.tokenizer  # learned and saved now, whichever test of this module runs first
+  return config, workdir, inputs
 
 
 def _batches(inputs, start, count):

@@ -1,22 +1,26 @@
-"""A run's input pipeline, images, text or sequences, behind one surface for the trainer and
-evaluation.
+"""A run's input pipeline, images, text, sequences or videos, behind one surface for the
+trainer and evaluation.
 
 `config.data.modality` picks the pipeline: "image" (the default; `ssl_jax.data.pipeline`),
 "text" (`ssl_jax.data.text_pipeline`, whose batches need the run's tokenizer, kept in the
 workdir), "sequence" (`ssl_jax.data.sequence_pipeline`: sensor channels, audio) or "video"
-(`ssl_jax.data.video_pipeline`: clips of frames). Neither
-`train.py` nor `evaluate.py` branches on the modality: they ask `Inputs` for the dataset's
-sizes, the training stream and evaluation batches.
+(`ssl_jax.data.video_pipeline`: clips of frames). Neither `train.py` nor `evaluate.py`
+branches on the modality: they ask `Inputs` for the dataset's sizes, the training stream and
+evaluation batches.
 """
 from collections.abc import Iterator
+import importlib
 from typing import Any
 
 import numpy as np
 
-from ssl_jax.data import pipeline
 from ssl_jax.errors import UserError
 
-MODALITIES = ("image", "text", "sequence", "video")
+# The pipeline module of each modality, in `ssl_jax.data`; each has dataset_info,
+# train_batches and eval_batches (the text ones also take the run's tokenizer).
+_PIPELINES = {"image": "pipeline", "text": "text_pipeline", "sequence": "sequence_pipeline",
+              "video": "video_pipeline"}
+MODALITIES = tuple(_PIPELINES)
 
 
 class Inputs:
@@ -35,22 +39,11 @@ class Inputs:
     self._workdir = workdir
     self._create_tokenizer = create_tokenizer
     self._tokenizer = None
-    if self.modality == "text":
-      from ssl_jax.data import text_pipeline  # pylint: disable=g-import-not-at-top
-      self._text = text_pipeline
-    self._pipeline = pipeline
-    if self.modality == "sequence":
-      from ssl_jax.data import sequence_pipeline  # pylint: disable=g-import-not-at-top
-      self._pipeline = sequence_pipeline
-    if self.modality == "video":
-      from ssl_jax.data import video_pipeline  # pylint: disable=g-import-not-at-top
-      self._pipeline = video_pipeline
+    self._pipeline = importlib.import_module(f"ssl_jax.data.{_PIPELINES[self.modality]}")
 
   def info(self):
     """The pipeline's `DatasetInfo`, `TextDatasetInfo`, `SequenceDatasetInfo` or
     `VideoDatasetInfo`: example counts, classes, `input_shape`."""
-    if self.modality == "text":
-      return self._text.dataset_info(self.config)
     return self._pipeline.dataset_info(self.config)
 
   @property
@@ -59,27 +52,24 @@ class Inputs:
     if self._tokenizer is None:
       if self._workdir is None:
         raise UserError("text inputs need the run's workdir, where its tokenizer is kept")
-      self._tokenizer = self._text.run_tokenizer(self.config, self._workdir,
-                                                 self._create_tokenizer)
+      self._tokenizer = self._pipeline.run_tokenizer(self.config, self._workdir,
+                                                     self._create_tokenizer)
     return self._tokenizer
+
+  def _leading_arguments(self) -> tuple:
+    """The config, and for text the tokenizer: what every pipeline function takes first."""
+    return (self.config, self.tokenizer) if self.modality == "text" else (self.config,)
 
   def train_batches(self, *, start_step: int, process_index: int, process_count: int
                     ) -> Iterator[dict[str, np.ndarray]]:
     """This process's endless training stream from `start_step` (exactly resumable)."""
-    if self.modality == "text":
-      return self._text.train_batches(self.config, self.tokenizer, start_step=start_step,
-                                      process_index=process_index,
-                                      process_count=process_count)
-    return self._pipeline.train_batches(self.config, start_step=start_step,
+    return self._pipeline.train_batches(*self._leading_arguments(), start_step=start_step,
                                         process_index=process_index,
                                         process_count=process_count)
 
   def eval_batches(self, split: str, *, batch_size: int, process_index: int = 0,
                    process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
     """This process's share of `split`, once, in order, with a `mask` on padding rows."""
-    if self.modality == "text":
-      return self._text.eval_batches(self.config, self.tokenizer, split, batch_size=batch_size,
-                                     process_index=process_index, process_count=process_count)
-    return self._pipeline.eval_batches(self.config, split, batch_size=batch_size,
-                                       process_index=process_index,
+    return self._pipeline.eval_batches(*self._leading_arguments(), split,
+                                       batch_size=batch_size, process_index=process_index,
                                        process_count=process_count)

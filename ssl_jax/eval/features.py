@@ -85,13 +85,10 @@ def raw_frames_fn(inputs: dict[str, jax.Array]) -> jax.Array:
 def raw_features_fn(config) -> FeatureFn:
   """The `raw` baseline of the run's modality: pixels, a bag of words for text, the signal
   for sequences, the frames for videos."""
-  if config.data.get("modality", "image") == "video":
-    return raw_frames_fn
-  if config.data.get("modality", "image") == "sequence":
-    return raw_signal_fn
-  if config.data.get("modality", "image") == "text":
+  modality = config.data.get("modality", "image")
+  if modality == "text":
     return bag_of_words_fn(config.tokenizer.vocab_size)
-  return raw_pixels_fn
+  return {"video": raw_frames_fn, "sequence": raw_signal_fn}.get(modality, raw_pixels_fn)
 
 
 def progress(items: Iterable, description: str, unit: str = "batch") -> Iterable:

@@ -118,10 +118,10 @@ def build(config, length) -> Method:
 
   def loss(params, extra, batch, rng, step):
     del rng, step
-    states, outputs = model.apply({"params": params}, batch["frames"])
+    states, outputs, pooled = model.apply({"params": params}, batch["frames"], with_pooled=True)
     value = prediction_loss(outputs, batch["frames"], context_frames, likelihood)
     error = prediction_loss(predicted_frames(outputs), batch["frames"], context_frames, "mse")
-    online = features(states) if representation != "pooled" else represent(params, extra, batch)
+    online = pooled if representation == "pooled" else features(states)
     return value, StepOutput(extra, {"prediction_mse": error}, online)
 
   def represent(params, extra, inputs):

@@ -41,8 +41,11 @@ class FrameEncoder(nn.Module):
     return x
 
   def __call__(self, frames: jax.Array) -> jax.Array:
-    x = self.feature_map(frames)
-    return nn.relu(self.to_code(x.reshape((x.shape[0], -1))))
+    return self.code(self.feature_map(frames))
+
+  def code(self, feature_map: jax.Array) -> jax.Array:
+    """The code [N, code_dim] of `feature_map`'s maps."""
+    return nn.relu(self.to_code(feature_map.reshape((feature_map.shape[0], -1))))
 
 
 class FrameDecoder(nn.Module):
@@ -77,22 +80,36 @@ class FramePredictor(nn.Module):
     self.recurrence = nn.RNN(nn.GRUCell(self.state_width))
     self.decoder = FrameDecoder(self.decoder_widths)
 
+  def _feature_maps(self, frames: jax.Array) -> jax.Array:
+    """The encoder's last feature map of every frame [B * T, h, w, encoder_widths[-1]]."""
+    batch, steps = frames.shape[:2]
+    return self.encoder.feature_map(frames.reshape((batch * steps,) + frames.shape[2:]))
+
+  def _states(self, maps: jax.Array, batch: int) -> jax.Array:
+    return self.recurrence(self.encoder.code(maps).reshape((batch, -1, self.code_dim)))
+
+  @staticmethod
+  def _pooled(maps: jax.Array, batch: int) -> jax.Array:
+    return jnp.mean(maps.reshape((batch, -1, maps.shape[-1])), axis=1)
+
   def states(self, frames: jax.Array) -> jax.Array:
     """h_t for every t: [B, T, state_width]."""
-    batch, steps = frames.shape[:2]
-    codes = self.encoder(frames.reshape((batch * steps,) + frames.shape[2:]))
-    return self.recurrence(codes.reshape((batch, steps, -1)))
+    return self._states(self._feature_maps(frames), frames.shape[0])
 
   def pooled_features(self, frames: jax.Array) -> jax.Array:
     """The encoder's last feature map averaged over space and time: [B, encoder_widths[-1]],
     what the frames show wherever it moves (translation invariant, unlike the code)."""
-    batch, steps = frames.shape[:2]
-    maps = self.encoder.feature_map(frames.reshape((batch * steps,) + frames.shape[2:]))
-    return jnp.mean(maps.reshape((batch, -1, maps.shape[-1])), axis=1)
+    return self._pooled(self._feature_maps(frames), frames.shape[0])
 
-  def __call__(self, frames: jax.Array) -> tuple[jax.Array, jax.Array]:
-    states = self.states(frames)
+  def __call__(self, frames: jax.Array, with_pooled: bool = False) -> tuple[jax.Array, ...]:
+    """(states, predictions), and `pooled_features` from the same encoder pass when
+    `with_pooled` (the online probe's features, without encoding the clip twice)."""
     batch, steps = frames.shape[:2]
+    maps = self._feature_maps(frames)
+    states = self._states(maps, batch)
     inputs = states[:, :-1].reshape((batch * (steps - 1), -1))
-    predictions = self.decoder(inputs, frames.shape[2:])
-    return states, predictions.reshape((batch, steps - 1) + frames.shape[2:])
+    predictions = self.decoder(inputs, frames.shape[2:]).reshape(
+        (batch, steps - 1) + frames.shape[2:])
+    if with_pooled:
+      return states, predictions, self._pooled(maps, batch)
+    return states, predictions
