@@ -4,9 +4,12 @@ Restores the newest checkpoint in W, extracts frozen features of the train and t
 and runs the configured protocols (linear probe, weighted kNN, label propagation, ridge
 few-shot) with a few labelled examples per class and with all labels, several seeds each, on
 three feature sources side by side: `ssl` (the checkpoint), `random_init` (the same network
-at its initialisation, untrained) and `raw` (the input pixels). When `eval.finetune.fractions`
-is set, it also fine-tunes the whole network on those fractions of the labels (SimCLR's
-semi-supervised protocol) from the checkpoint and, as the baseline, from the initialisation.
+at its initialisation, untrained) and `raw` (the input pixels). A method that embeds text
+next to images (CLIP, `Method.embed_texts`) also gets zero-shot classification rows (class
+names turned into prompts) and, on image–caption data, image <-> text retrieval Recall@1/5.
+When `eval.finetune.fractions` is set, it also fine-tunes the whole network on those
+fractions of the labels (SimCLR's semi-supervised protocol) from the checkpoint and, as the
+baseline, from the initialisation.
 
 Writes W/eval/report.json and W/eval/report.md, plus PNGs linked from report.md: a t-SNE map
 of each source's test features (`feature_map.png`), accuracy against labels per class
@@ -109,8 +112,9 @@ class Restored(NamedTuple):
 
 def probe_config(config):
   """The config the probes read: the run's, with `eval.dataset` (its `eval.label_key`, and
-  `eval.train_split` when set) in place of the training dataset when set (a language model
-  trained on unlabelled text is probed on a labelled one)."""
+  `eval.train_split` and `eval.modality` when set) in place of the training dataset when set
+  (a language model trained on unlabelled text is probed on a labelled one; CLIP trained on
+  COCO captions on CIFAR-10 images)."""
   dataset = config.eval.get("dataset")
   if not dataset:
     return config
@@ -118,6 +122,8 @@ def probe_config(config):
   probed.unlock()
   probed.dataset = dataset
   probed.data.label_key = config.eval.get("label_key", "label")
+  if config.eval.get("modality"):  # CLIP trained on captioned images, probed on plain ones
+    probed.data.modality = config.eval.modality
   if config.eval.get("train_split"):
     probed.data.train_split = config.eval.train_split
   return probed
@@ -164,7 +170,8 @@ def restore(config, workdir: str) -> Restored:
   probed = probe_config(config)
   probe_inputs = inputs_lib.Inputs(probed, workdir) if probed is not config else None
   num_classes = (probe_inputs or checkpoint.inputs).info().num_classes
-  if num_classes is None and not (checkpoint.method.test_metrics or checkpoint.method.pictures):
+  method = checkpoint.method
+  if num_classes is None and not (method.test_metrics or method.pictures or method.embed_texts):
     raise UserError(f"dataset '{probed.dataset}' has no labels to evaluate with (set "
                     "eval.dataset to a labelled one)")
   return Restored(checkpoint.method, checkpoint.state,
@@ -229,7 +236,7 @@ def finetune_results(config, restored: Restored, train_labels: np.ndarray,
   """Fine-tunes each configured source's network on each label fraction; one row per pair."""
   from ssl_jax.eval import features, finetune  # pylint: disable=g-import-not-at-top
   settings, rows = config.eval.finetune, []
-  if restored.probe_inputs.modality != "image":
+  if restored.probe_inputs.modality not in ("image", "image_text"):
     raise UserError("fine-tuning (eval.finetune) needs images: set eval.finetune.fractions=() "
                     f"for {restored.probe_inputs.modality} runs")
   if len(settings.epochs) != len(settings.fractions):
@@ -304,14 +311,86 @@ def held_out_metrics(config, restored: Restored) -> dict[str, float]:
   return {name: round(value, 6) for name, value in means.items()}
 
 
+def _model_states(config, restored: Restored) -> dict[str, dict]:
+  """{source: state} of the configured sources that are networks (ssl, random_init)."""
+  return {source: restored.trained if source == "ssl" else restored.untrained
+          for source in config.eval.feature_sources if source in ("ssl", "random_init")}
+
+
+def zero_shot_results(config, restored: Restored) -> list[dict]:
+  """Zero-shot accuracy on the probe dataset's test split, one row per network source, for a
+  method that embeds text next to images (`Method.embed_texts`): each class is the mean
+  embedding of `eval.zero_shot_prompts` filled with its name (`eval.class_names`, or the
+  dataset's label names), and an image is given the class most similar to it (CLIP, Radford
+  et al. 2021, Sec. 3.1). [] for other methods."""
+  from ssl_jax.data import text_pipeline  # pylint: disable=g-import-not-at-top
+  from ssl_jax.eval import cross_modal, features  # pylint: disable=g-import-not-at-top
+  method = restored.method
+  if method.embed_texts is None or not config.eval.get("zero_shot_prompts"):
+    return []
+  names = tuple(config.eval.get("class_names") or ()) or \
+      restored.probe_inputs.info().class_names
+  if not names or len(names) != restored.num_classes:
+    raise UserError(f"zero-shot classification needs one name per class ({restored.num_classes}"
+                    f"): set eval.class_names (the dataset gives {names})")
+  try:
+    prompts = cross_modal.prompt_texts(names, config.eval.zero_shot_prompts)
+  except ValueError as e:
+    raise UserError(str(e)) from None
+  rows = text_pipeline.encode_texts(restored.train_inputs.tokenizer, prompts, None,
+                                    config.data.max_length)
+  text = {"tokens": rows["tokens"], "attention_mask": rows["attention_mask"]}
+  results = []
+  for source, state in _model_states(config, restored).items():
+    params, extra = state["params"]["model"], state["extra"]
+    classes = cross_modal.zero_shot_classifier(
+        np.asarray(jax.jit(method.embed_texts)(params, extra, text)), restored.num_classes)
+    embeddings, labels = features.extract(
+        features.representation_fn(method.embed_images, params, extra, config),
+        _batches(restored.probe_inputs, config, config.data.test_split, restored.mesh),
+        restored.mesh, f"{source} image embeddings")
+    accuracy = float(np.mean(cross_modal.zero_shot_predict(embeddings, classes) == labels))
+    results.append({"features": source, "protocol": "zero_shot", "labels_per_class": 0,
+                    "accuracy": round(accuracy, 6), "std": 0.0, "seeds": 1})
+    logging.info("%-11s zero_shot (%d prompts a class): accuracy %.4f", source,
+                 len(config.eval.zero_shot_prompts), accuracy)
+  return results
+
+
+def with_retrieval(config, restored: Restored, report: dict) -> dict:
+  """`report` with image <-> text Recall@1/5 on the training dataset's test split, one row per
+  network source, for a method with `embed_texts` trained on image–caption pairs."""
+  from ssl_jax.eval import cross_modal, features  # pylint: disable=g-import-not-at-top
+  method, inputs = restored.method, restored.train_inputs
+  if method.embed_texts is None or inputs.modality != "image_text" or \
+      config.data.test_split is None:
+    return report
+  rows = []
+  for source, state in _model_states(config, restored).items():
+    params, extra = state["params"]["model"], state["extra"]
+    images, captions, owners = features.pair_embeddings(
+        features.representation_fn(method.embed_images, params, extra, config),
+        lambda text, params=params, extra=extra: method.embed_texts(params, extra, text),
+        _batches(inputs, config, config.data.test_split, restored.mesh), restored.mesh)
+    rows.append({"features": source, **{name: round(value, 6) for name, value in
+                                        cross_modal.retrieval_recall(images, captions,
+                                                                     owners).items()}})
+    logging.info("%-11s retrieval %s", source, rows[-1])
+  report["retrieval"] = {"dataset": config.dataset, "split": config.data.test_split,
+                         "images": int(len(images)), "captions": int(len(captions)),
+                         "results": rows}
+  return report
+
+
 def evaluate(config, restored: Restored, sources: dict | None = None) -> dict:
   """Runs every (source, protocol, labels per class) cell, then any fine-tuning; returns the
   report dict. `sources` are `feature_sets`' features, extracted here when not given. Without
   labels (`restored.num_classes` None) only the held-out metrics are reported."""
   from ssl_jax.eval import features  # pylint: disable=g-import-not-at-top
   if restored.num_classes is None:
-    return with_held_out(config, restored, {"dataset": probe_config(config).dataset,
-                                            "checkpoint_step": restored.step, "results": []})
+    report = {"dataset": probe_config(config).dataset, "checkpoint_step": restored.step,
+              "results": []}
+    return with_retrieval(config, restored, with_held_out(config, restored, report))
   if sources is None:
     sources = feature_sets(config, restored)
   num_classes = restored.num_classes
@@ -340,8 +419,10 @@ def evaluate(config, restored: Restored, sources: dict | None = None) -> dict:
   if config.eval.get("finetune") and config.eval.finetune.fractions:  # older runs lack it
     (_, train_labels), (_, test_labels) = next(iter(sources.values()))
     results += finetune_results(config, restored, train_labels, test_labels)
-  return with_held_out(config, restored, {"dataset": probe_config(config).dataset,
-                                          "checkpoint_step": restored.step, "results": results})
+  results += zero_shot_results(config, restored)
+  report = {"dataset": probe_config(config).dataset, "checkpoint_step": restored.step,
+            "results": results}
+  return with_retrieval(config, restored, with_held_out(config, restored, report))
 
 
 def with_held_out(config, restored: Restored, report: dict) -> dict:
@@ -386,7 +467,7 @@ def markdown_table(report: dict) -> str:
       r = cells.get((protocol, per_class, source))
       values.append("" if r is None else f"{100 * r['accuracy']:.1f} ± {100 * r['std']:.1f}")
       fraction = fraction or (r or {}).get("label_fraction")
-    labels = per_class or "all"
+    labels = "all" if per_class is None else per_class  # 0: zero-shot, no labels
     if fraction:  # fine-tuning: the fraction of the labels, and the classes' mean count
       labels = f"{fraction:.0%} ({per_class})"
     lines.append(f"| {protocol} | {labels} | " + " | ".join(values) + " |")
@@ -396,6 +477,17 @@ def markdown_table(report: dict) -> str:
               "| measure | value |", "|---|---|"]
     lines += [f"| {name} | {value:.4f} |" for name, value in held_out.items()
               if name not in ("dataset", "split")]
+  retrieval = report.get("retrieval")
+  if retrieval:
+    lines += ["", f"## Retrieval: {retrieval['dataset']} {retrieval['split']} "
+              f"({retrieval['images']} images, {retrieval['captions']} captions)", "",
+              "Recall@K (%): a hit is the true caption (image) among the K nearest.", "",
+              "| features | image→text R@1 | image→text R@5 | text→image R@1 | "
+              "text→image R@5 |", "|---|---|---|---|---|"]
+    for row in retrieval["results"]:
+      lines.append(f"| {row['features']} | " + " | ".join(
+          f"{100 * row[key]:.1f}" for key in ("image_to_text_r1", "image_to_text_r5",
+                                              "text_to_image_r1", "text_to_image_r5")) + " |")
   for name in report.get("plots", []) + report.get("pictures", []):
     lines += ["", f"## {os.path.splitext(name)[0]}", "", f"![{name}]({name})"]
   return "\n".join(lines) + "\n"

@@ -112,6 +112,35 @@ def batch_info_nce(query: jax.Array, keys: jax.Array, temperature: float) -> jax
   return jnp.mean(softmax_cross_entropy(logits, jnp.arange(logits.shape[0])))
 
 
+# CLIP's bound on its learned logit scale exp(t) (Radford et al. 2021, Sec. 2.5: "clipped to
+# prevent scaling the logits by more than 100").
+CLIP_MAX_LOGIT_SCALE = 100.0
+
+
+def clip_logit_scale(log_scale: jax.Array) -> jax.Array:
+  """exp(t) of CLIP's learned log-scale t (the inverse temperature), at most 100."""
+  return jnp.exp(jnp.minimum(log_scale.astype(jnp.float32), jnp.log(CLIP_MAX_LOGIT_SCALE)))
+
+
+def clip_info_nce(image_embeddings: jax.Array, text_embeddings: jax.Array,
+                  log_scale: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """CLIP's symmetric InfoNCE over the global batch (Radford et al. 2021, Fig. 3).
+
+  Both embeddings [N, D] are L2-normalised; logits_ij = exp(t) <I_i, T_j> with exp(t)
+  clipped at 100 (`clip_logit_scale`); image i's positive is text i and the other N - 1
+  texts are its negatives, and likewise for each text over the images. The loss is the mean
+  of the two cross-entropies (rows: image -> text, columns: text -> image). Returns (loss,
+  logits [N, N] with images on the rows).
+  """
+  images = l2_normalize(image_embeddings.astype(jnp.float32))
+  texts = l2_normalize(text_embeddings.astype(jnp.float32))
+  logits = clip_logit_scale(log_scale) * images @ texts.T
+  labels = jnp.arange(logits.shape[0])
+  image_to_text = jnp.mean(softmax_cross_entropy(logits, labels))
+  text_to_image = jnp.mean(softmax_cross_entropy(logits.T, labels))
+  return (image_to_text + text_to_image) / 2, logits
+
+
 def cosine_similarity(a: jax.Array, b: jax.Array) -> jax.Array:
   """Per-row cosine similarity <a, b> / (||a|| ||b||) in float32, shape [N]."""
   a = l2_normalize(a.astype(jnp.float32))

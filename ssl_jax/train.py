@@ -45,7 +45,9 @@ def example_batch(config: ml_collections.ConfigDict, input_shape: tuple[int, ...
   `attention_mask`, `segment_ids` [b, L] and the next-sentence label [b], `input_shape` = (L,).
   Sequences ("sequence"): float `signal` [b, T, C] and int32 `length` [b], `input_shape` =
   (T, C). Videos ("video"): float `frames` [b, T, H, W, C] in [0, 1] (`device_preprocess`
-  scales the pipeline's uint8), `input_shape` = (T, H, W, C).
+  scales the pipeline's uint8), `input_shape` = (T, H, W, C). Image–caption pairs
+  ("image_text"): the views of an image run and int32 caption `tokens`, `attention_mask`
+  [b, config.data.max_length].
   """
   modality = config.data.get("modality", "image")
   if modality == "video":
@@ -59,6 +61,9 @@ def example_batch(config: ml_collections.ConfigDict, input_shape: tuple[int, ...
             "segment_ids": tokens, "next_sentence": jnp.zeros((batch_size,), jnp.int32)}
   views = jnp.zeros((batch_size, config.data.num_views) + tuple(input_shape), jnp.float32)
   batch = {"views": views}
+  if modality == "image_text":  # and each image's caption row
+    batch["tokens"] = jnp.zeros((batch_size, config.data.max_length), jnp.int32)
+    batch["attention_mask"] = jnp.ones_like(batch["tokens"])
   num_local = config.data.get("local_views", 0)
   if num_local:
     side = config.data.local_image_size

@@ -1,12 +1,13 @@
-"""A run's input pipeline, images, text, sequences or videos, behind one surface for the
-trainer and evaluation.
+"""A run's input pipeline, images, text, sequences, videos or image–caption pairs, behind one
+surface for the trainer and evaluation.
 
 `config.data.modality` picks the pipeline: "image" (the default; `ssl_jax.data.pipeline`),
 "text" (`ssl_jax.data.text_pipeline`, whose batches need the run's tokenizer, kept in the
-workdir), "sequence" (`ssl_jax.data.sequence_pipeline`: sensor channels, audio) or "video"
-(`ssl_jax.data.video_pipeline`: clips of frames). Neither `train.py` nor `evaluate.py`
-branches on the modality: they ask `Inputs` for the dataset's sizes, the training stream and
-evaluation batches.
+workdir), "sequence" (`ssl_jax.data.sequence_pipeline`: sensor channels, audio), "video"
+(`ssl_jax.data.video_pipeline`: clips of frames) or "image_text"
+(`ssl_jax.data.image_text_pipeline`: images with captions, which also need the tokenizer).
+Neither `train.py` nor `evaluate.py` branches on the modality: they ask `Inputs` for the
+dataset's sizes, the training stream and evaluation batches.
 """
 from collections.abc import Iterator
 import importlib
@@ -17,10 +18,11 @@ import numpy as np
 from ssl_jax.errors import UserError
 
 # The pipeline module of each modality, in `ssl_jax.data`; each has dataset_info,
-# train_batches and eval_batches (the text ones also take the run's tokenizer).
+# train_batches and eval_batches (the `_TOKENIZED` ones also take the run's tokenizer).
 _PIPELINES = {"image": "pipeline", "text": "text_pipeline", "sequence": "sequence_pipeline",
-              "video": "video_pipeline"}
+              "video": "video_pipeline", "image_text": "image_text_pipeline"}
 MODALITIES = tuple(_PIPELINES)
+_TOKENIZED = ("text", "image_text")  # modalities whose pipelines take the run's tokenizer
 
 
 class Inputs:
@@ -48,7 +50,7 @@ class Inputs:
 
   @property
   def tokenizer(self):
-    """The run's tokenizer (text only), loaded or learned on first use."""
+    """The run's tokenizer (text and captions), loaded or learned on first use."""
     if self._tokenizer is None:
       if self._workdir is None:
         raise UserError("text inputs need the run's workdir, where its tokenizer is kept")
@@ -58,7 +60,7 @@ class Inputs:
 
   def _leading_arguments(self) -> tuple:
     """The config, and for text the tokenizer: what every pipeline function takes first."""
-    return (self.config, self.tokenizer) if self.modality == "text" else (self.config,)
+    return (self.config, self.tokenizer) if self.modality in _TOKENIZED else (self.config,)
 
   def train_batches(self, *, start_step: int, process_index: int, process_count: int
                     ) -> Iterator[dict[str, np.ndarray]]:

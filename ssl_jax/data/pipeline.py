@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from ssl_jax.data.builders import captioned_images  # pylint: disable=unused-import  (registers it)
 from ssl_jax.data.builders import digits  # pylint: disable=unused-import  (registers "digits")
 from ssl_jax.data.builders import moving_digits  # pylint: disable=unused-import  (registers it)
 from ssl_jax.data.builders import photos  # pylint: disable=unused-import  (registers "photos")
@@ -39,7 +40,8 @@ if tf.config.list_physical_devices("GPU"):
   tf.config.set_visible_devices([], "GPU")
 
 # Datasets whose builders live in `ssl_jax.data.builders` and prepare offline.
-_EMBEDDED = frozenset({"digits", "moving_digits", "photos", "python_docs", "sequences"})
+_EMBEDDED = frozenset({"captioned_images", "digits", "moving_digits", "photos", "python_docs",
+                       "sequences"})
 _CROPS = ("none", "random_resized")
 _EVAL_CROPS = ("none", "center")
 # Training shards whose decoded uint8 images fit in this many bytes (CIFAR's
@@ -62,6 +64,7 @@ class DatasetInfo:
   num_test_examples: int
   num_classes: int | None
   image_shape: tuple[int, int, int]
+  class_names: tuple[str, ...] | None = None
 
   @property
   def input_shape(self) -> tuple[int, ...]:
@@ -110,7 +113,8 @@ def dataset_info(config: Any) -> DatasetInfo:
       num_test_examples=(
           0 if data.test_split is None else num_examples(builder, data.test_split)),
       num_classes=num_classes,
-      image_shape=_view_shape(builder, data, data.crop, "crop"),
+      image_shape=view_shape(builder, data, data.crop, "crop"),
+      class_names=class_names(builder, label_key),
   )
 
 
@@ -146,13 +150,13 @@ def train_batches(
   num_views = data.num_views
   if num_views < 1:
     raise UserError(f"config.data.num_views must be >= 1, got {num_views}")
-  view_shape = _view_shape(builder, data, data.crop, "crop")
+  shape = view_shape(builder, data, data.crop, "crop")
   num_local = _num_local_views(data)
   image_key, label_key = data.get("image_key", "image"), data.get("label_key", "label")
   decoders = _decoders(builder, image_key, label_key)
-  decode = _decoder(builder, image_key)
+  decode = image_decoder(builder, image_key)
   shard, shard_size = shards[process_index], shard_sizes[process_index]
-  cached = _fits_in_memory(builder, image_key, shard_size)
+  cached = fits_in_memory(builder, image_key, shard_size)
   base_key = tf.constant([config.seed, process_index], tf.int64)
 
   if cached:
@@ -209,12 +213,12 @@ def train_batches(
     if num_local:
       seeds = tf.random.experimental.stateless_split(rnd["local_crop"], num_local)
       out["local_views"] = tf.stack([
-          _random_resized_crop(image, seeds[v], data.local_image_size, data.local_crop_scale,
+          random_resized_crop(image, seeds[v], data.local_image_size, data.local_crop_scale,
                                data.crop_ratio) for v in range(num_local)])
     if data.crop == "random_resized":
       seeds = tf.random.experimental.stateless_split(rnd["crop"], num_views)
       image = tf.stack([
-          _random_resized_crop(image, seeds[v], data.image_size, data.crop_scale,
+          random_resized_crop(image, seeds[v], data.image_size, data.crop_scale,
                                data.crop_ratio) for v in range(num_views)])
     return {**out, image_key: image}, rnd
 
@@ -225,7 +229,7 @@ def train_batches(
       views = tf.repeat(views[:, None], num_views, axis=1)
     if data.flip:
       views = tf.where(rnd["flip"][:, :, None, None, None], tf.reverse(views, [3]), views)
-    out = {"views": tf.ensure_shape(views, (batch, num_views, *view_shape))}
+    out = {"views": tf.ensure_shape(views, (batch, num_views, *shape))}
     if num_local:
       local = ex["local_views"]
       if data.flip:
@@ -233,7 +237,7 @@ def train_batches(
                          local)
       side = data.local_image_size
       out["local_views"] = tf.ensure_shape(local, (batch, num_local, side, side,
-                                                   view_shape[-1]))
+                                                   shape[-1]))
     if label_key is not None:
       out["label"] = tf.cast(ex[label_key], tf.int32)
     return out
@@ -257,6 +261,16 @@ def sizes_and_classes(builder: tfds.core.DatasetBuilder, data: Any
     num_classes = getattr(dataset_feature(builder, label_key), "num_classes", None)
   num_test = 0 if data.test_split is None else num_examples(builder, data.test_split)
   return num_examples(builder, data.train_split), num_test, num_classes
+
+
+def class_names(builder: tfds.core.DatasetBuilder, label_key: str | None
+                ) -> tuple[str, ...] | None:
+  """The names of the label feature's classes (a ClassLabel's `names`; "0", "1", ... when it
+  was built from a count), None without a label feature: what zero-shot prompts are made of."""
+  if label_key is None:
+    return None
+  names = getattr(dataset_feature(builder, label_key), "names", None)
+  return tuple(names) if names else None
 
 
 def eval_shard(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
@@ -287,14 +301,14 @@ def eval_batches(
     raise UserError(f"eval batch_size must be >= 1, got {batch_size}")
   shards = process_shards(split, process_index, process_count)
   num_batches = math.ceil(max(num_examples(builder, s) for s in shards) / batch_size)
-  image_shape = _view_shape(builder, data, data.eval_crop, "eval_crop")
+  image_shape = view_shape(builder, data, data.eval_crop, "eval_crop")
   image_key, label_key = data.get("image_key", "image"), data.get("label_key", "label")
-  decode = _decoder(builder, image_key)
+  decode = image_decoder(builder, image_key)
 
   def preprocess(ex: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     image = decode(ex[image_key])
     if data.eval_crop == "center":
-      image = _resize_and_center_crop(image, data.eval_resize, data.image_size)
+      image = resize_and_center_crop(image, data.eval_resize, data.image_size)
     out = {"image": tf.ensure_shape(image, image_shape)}
     if label_key is not None:
       out["label"] = tf.cast(ex[label_key], tf.int32)
@@ -375,7 +389,7 @@ def dataset_feature(builder: tfds.core.DatasetBuilder,
   return features[key]
 
 
-def _fits_in_memory(
+def fits_in_memory(
     builder: tfds.core.DatasetBuilder, image_key: str, num_examples: int) -> bool:
   """Whether `num_examples` decoded fixed-size images fit the in-memory cache."""
   shape = dataset_feature(builder, image_key).shape
@@ -384,7 +398,7 @@ def _fits_in_memory(
   return num_examples * math.prod(shape) <= _MAX_CACHED_BYTES
 
 
-def _decoder(
+def image_decoder(
     builder: tfds.core.DatasetBuilder, image_key: str
 ) -> Callable[[tf.Tensor], tf.Tensor]:
   """Returns encoded image -> uint8 [H, W, C], keeping the dataset's channels."""
@@ -399,7 +413,7 @@ def _decoder(
   return decode
 
 
-def _view_shape(
+def view_shape(
     builder: tfds.core.DatasetBuilder, data: Any, crop: str, crop_key: str
 ) -> tuple[int, int, int]:
   """(H, W, C) of images after `crop`; fixed-size crops are needed for batching."""
@@ -523,7 +537,7 @@ def op_seed(key: tf.Tensor) -> tf.Tensor:
       [], seed=key, minval=None, maxval=None, dtype=tf.int64)
 
 
-def _random_resized_crop(image: tf.Tensor, key: tf.Tensor, side: int, scale: Any,
+def random_resized_crop(image: tf.Tensor, key: tf.Tensor, side: int, scale: Any,
                          ratio: Any) -> tf.Tensor:
   """Crops a random box of area fraction `scale` and aspect `ratio`, resized to side^2.
 
@@ -539,7 +553,7 @@ def _random_resized_crop(image: tf.Tensor, key: tf.Tensor, side: int, scale: Any
   return _resize_uint8(crop, (side, side))
 
 
-def _resize_and_center_crop(image: tf.Tensor, resize: int, size: int) -> tf.Tensor:
+def resize_and_center_crop(image: tf.Tensor, resize: int, size: int) -> tf.Tensor:
   """Resizes the short side to `resize` (keeping aspect), then crops the central size^2."""
   hw = tf.cast(tf.shape(image)[:2], tf.float32)
   scale = resize / tf.reduce_min(hw)

@@ -25,7 +25,7 @@ from a document's consecutive sentences; here a dataset's text (a `python_docs` 
 A single text longer than L - 2 tokens is cut to a window at a random offset during training
 (every part of a long article gets read over the epochs) and to its beginning in evaluation.
 """
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 import dataclasses
 import os
 import re
@@ -81,12 +81,22 @@ def _texts(ds: tf.data.Dataset, text_key: str, limit: int) -> list[str]:
 
 
 def run_tokenizer(config: Any, workdir: str, create: bool) -> Tokenizer:
-  """The run's tokenizer: `workdir/tokenizer.json`, trained first when `create` and absent.
+  """The run's tokenizer: `workdir/tokenizer.json`, learned first when `create` and absent
+  from the first `config.tokenizer.train_texts` texts of the training split in file order."""
+  def training_texts() -> list[str]:
+    text_key = _text_key(config)
+    ds = pipeline.open_split(pipeline.load_builder(config), config.data.train_split,
+                             decoders=tfds.decode.PartialDecoding({text_key: True}))
+    return _texts(ds, text_key, config.tokenizer.train_texts)
+  return tokenizer_in_workdir(config, workdir, create, training_texts)
 
-  It is learned from the first `config.tokenizer.train_texts` texts of the training split in
-  file order, so every process of a run (and a rerun) learns the same vocabulary; process 0
-  writes it, atomically. Evaluation and inference (`create=False`) only load it.
-  """
+
+def tokenizer_in_workdir(config: Any, workdir: str, create: bool,
+                         training_texts: Callable[[], list[str]]) -> Tokenizer:
+  """`workdir/tokenizer.json`, or, when `create` and absent, one learned with
+  `config.tokenizer`'s settings on `training_texts()` (a deterministic list, so every process
+  of a run, and a rerun, learns the same vocabulary); process 0 writes it, atomically.
+  Evaluation and inference (`create=False`) only load it."""
   import jax  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, TOKENIZER_FILE)
   if os.path.exists(path):
@@ -97,14 +107,9 @@ def run_tokenizer(config: Any, workdir: str, create: bool) -> Tokenizer:
   if not create:
     raise UserError(f"no tokenizer in '{workdir}' ({TOKENIZER_FILE}); was this run trained?")
   settings = config.tokenizer
-  builder = pipeline.load_builder(config)
-  text_key = _text_key(config)
-  texts = _texts(pipeline.open_split(
-      builder, config.data.train_split,
-      decoders=tfds.decode.PartialDecoding({text_key: True})), text_key, settings.train_texts)
   try:
-    tokenizer = tokenizer_lib.train_tokenizer(texts, settings.vocab_size, settings.lowercase,
-                                              settings.min_frequency)
+    tokenizer = tokenizer_lib.train_tokenizer(training_texts(), settings.vocab_size,
+                                              settings.lowercase, settings.min_frequency)
   except ValueError as e:
     raise UserError(f"training the tokenizer on '{config.dataset}': {e}") from None
   if jax.process_index() == 0:

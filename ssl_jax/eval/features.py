@@ -115,6 +115,34 @@ def extract(feature_fn: FeatureFn, batches: Iterator[dict[str, np.ndarray]],
   return np.concatenate(features), np.concatenate(labels)
 
 
+def pair_embeddings(image_fn: FeatureFn, text_fn: FeatureFn,
+                    batches: Iterator[dict[str, np.ndarray]], mesh: jax.sharding.Mesh
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Embeddings of an image–caption split (`image_text_pipeline.eval_batches`): images
+  [N, d], captions [M, d] and each caption's image index [M], padding dropped, in order."""
+  def embed(batch):
+    tokens = batch["caption_tokens"]
+    captions = text_fn({"tokens": tokens.reshape(-1, tokens.shape[-1]),
+                        "attention_mask": batch["caption_attention_mask"].reshape(
+                            -1, tokens.shape[-1])})
+    return {"images": image_fn(batch["image"]),
+            "captions": captions.reshape(tokens.shape[:2] + captions.shape[-1:]),
+            "mask": batch["mask"], "caption_mask": batch["caption_mask"]}
+  compiled = jax.jit(embed)
+  images, captions, owners, seen = [], [], [], 0
+  for batch in progress(batches, "image and caption embeddings"):
+    gathered = multihost_utils.process_allgather(
+        compiled(parallel.global_batch(batch, mesh)), tiled=True)
+    keep = np.asarray(gathered["mask"], bool)
+    images.append(np.asarray(gathered["images"], np.float32)[keep])
+    caption_mask = np.asarray(gathered["caption_mask"], bool)[keep]
+    rows, _ = np.nonzero(caption_mask)
+    captions.append(np.asarray(gathered["captions"], np.float32)[keep][caption_mask])
+    owners.append(rows + seen)
+    seen += int(np.sum(keep))
+  return np.concatenate(images), np.concatenate(captions), np.concatenate(owners)
+
+
 def gather_rows(batches: Iterator[dict[str, np.ndarray]], mesh: jax.sharding.Mesh,
                 indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """The uint8 images and labels at `indices` (positions in `extract`'s order), in that order.

@@ -78,9 +78,9 @@ def accuracy_curves(results: list[dict], all_labels_x: float) -> np.ndarray:
   """Report rows -> one RGB image: accuracy vs labels per class, a panel per protocol.
 
   Rows with `labels_per_class` None (all labels) are drawn at `all_labels_x`; rows of other
-  shapes (fine-tuning on a label fraction) are left out.
+  shapes (fine-tuning on a label fraction, zero-shot with 0 labels) are left out.
   """
-  rows = [r for r in results if "label_fraction" not in r]
+  rows = [r for r in results if "label_fraction" not in r and r["labels_per_class"] != 0]
   protocols = list(dict.fromkeys(r["protocol"] for r in rows))
   if not protocols:
     raise ValueError("no accuracy rows to draw")

@@ -3,7 +3,7 @@
 A method module `ssl_jax/methods/<name>.py` exposes `build(config, length) -> Method`;
 `config.method` names it, and `length` (`config_lib.TrainingLength`) gives the horizon of
 schedules that follow training progress (EMA momentum, teacher temperature). The trainer and the evaluation script talk to every objective through the same
-four functions, so neither ever branches on a method's name:
+functions, so neither ever branches on a method's name:
 
   init(rng, batch) -> (params, extra)
       trainable parameters, and everything else the method carries (BatchNorm statistics,
@@ -27,6 +27,12 @@ four functions, so neither ever branches on a method's name:
       reproducible. The evaluation adds each metric's sum and count over the held-out split
       and reports sum / count; a metric named "nll" (summed negative log-likelihood per
       predicted token) is also reported as the perplexity exp(nll / count).
+  embed_images(params, extra, images) -> [batch, d]      (optional, with embed_texts)
+  embed_texts(params, extra, text) -> [batch, d]
+      for a method that embeds images and text in one space (CLIP): unit vectors; `images`
+      are normalised as `represent` takes them, `text` = {"tokens", "attention_mask"}
+      [batch, L] rows of the run's tokenizer. The evaluation then adds zero-shot
+      classification (class names turned into prompts) and image <-> text retrieval.
 """
 import dataclasses
 from typing import Any, Callable, NamedTuple
@@ -59,6 +65,8 @@ class Method:
   update_extra: Callable[..., Any] = lambda params, extra, step: extra
   pictures: Callable[..., dict[str, jax.Array]] | None = None
   test_metrics: Callable[..., dict[str, tuple[jax.Array, jax.Array]]] | None = None
+  embed_images: Callable[..., jax.Array] | None = None
+  embed_texts: Callable[..., jax.Array] | None = None
 
 
 def merge_views(views: jax.Array) -> jax.Array:

@@ -37,17 +37,10 @@ def network(config) -> transformer.Decoder:
   return transformer.Decoder(vocab_size=config.tokenizer.vocab_size, **config.transformer)
 
 
-def last_token_pool(hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:
-  """The hidden state [B, width] of each row's last real token (right padding): under the
-  causal mask it is the one position that has seen the whole text."""
-  last = jnp.maximum(jnp.sum(attention_mask, axis=1) - 1, 0)
-  return jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
-
-
 def pool(hidden: jax.Array, attention_mask: jax.Array, pooling: str) -> jax.Array:
   """The sequence representation [B, width]: mean over real tokens, or the last real token."""
   if pooling == "last":
-    return last_token_pool(hidden, attention_mask)
+    return transformer.last_token_pool(hidden, attention_mask)
   return transformer.masked_mean_pool(hidden, attention_mask)
 
 

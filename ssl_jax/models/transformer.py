@@ -92,6 +92,14 @@ def masked_mean_pool(hidden: jnp.ndarray, attention_mask: jnp.ndarray) -> jnp.nd
   return (hidden * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
 
 
+def last_token_pool(hidden: jnp.ndarray, attention_mask: jnp.ndarray) -> jnp.ndarray:
+  """The hidden state [batch, width] of each row's last real token (right padding): under a
+  causal mask it is the one position that has seen the whole text (GPT's classification
+  token, Radford et al. 2018, Sec. 3.2; CLIP's [EOS] feature, Radford et al. 2021, Sec. 2.4)."""
+  last = jnp.maximum(jnp.sum(attention_mask, axis=1) - 1, 0)
+  return jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
+
+
 def cls_pool(hidden: jnp.ndarray) -> jnp.ndarray:
   """The first token's hidden state [batch, width]: [CLS], which BERT trains (through NSP) to
   summarise the sequence."""

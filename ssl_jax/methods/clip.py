@@ -1,0 +1,85 @@
+"""CLIP: contrastive image–text pre-training (Radford et al. 2021, "Learning Transferable Visual
+Models From Natural Language Supervision", Sec. 2.3–2.5, Fig. 3).
+
+Each training example is an image and one of its captions (`image_text_pipeline` draws one
+per step). An image encoder and a causal text transformer project both into one space
+(`models.clip.CLIP`); the loss is the symmetric InfoNCE of the global batch's N x N cosine
+similarities scaled by a learned exp(t), clipped at 100 (`losses.clip_info_nce`): every other
+caption of the batch is a negative for an image and every other image for a caption. As in
+the paper, the only image augmentation is the pipeline's random crop (`config.augment`
+should be colour-faithful: a caption may name the colour).
+
+The representation the probes read is the image encoder's pooled output h, before the
+projection. `embed_images` and `embed_texts` give the unit-norm joint embeddings, from which
+the evaluation builds zero-shot classifiers (class-name prompts, Sec. 3.1.4) and measures
+image <-> text retrieval. Metrics: image_to_text_accuracy / text_to_image_accuracy (the true
+pair ranked first within the batch) and temperature (1 / exp(t)).
+
+Config: `config.encoder` (the image tower), `config.transformer` (the text tower, a
+`transformer.Decoder`), `config.tokenizer.vocab_size`, `config.clip` (embed_dim,
+init_temperature).
+"""
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ssl_jax import losses
+from ssl_jax.errors import UserError
+from ssl_jax.methods import Method, StepOutput
+from ssl_jax.models import (apply_in_eval_mode, apply_in_train_mode, build_encoder, clip,
+                            init_variables, transformer)
+
+
+def network(config) -> clip.CLIP:
+  """The two towers that `config` describes (checked)."""
+  settings = config.clip
+  if settings.embed_dim < 1 or not settings.init_temperature > 0:
+    raise UserError(f"config.clip.embed_dim ({settings.embed_dim}) must be >= 1 and "
+                    f"init_temperature ({settings.init_temperature}) > 0")
+  text = transformer.Decoder(vocab_size=config.tokenizer.vocab_size, **config.transformer)
+  return clip.CLIP(image_encoder=build_encoder(config.encoder), text_encoder=text,
+                   embed_dim=settings.embed_dim, init_temperature=settings.init_temperature)
+
+
+def build(config, length) -> Method:
+  del length  # No schedule besides the optimizer's.
+  model = network(config)
+  if config.data.num_views != 1:
+    raise UserError(f"clip takes 1 view per image, but config.data.num_views is "
+                    f"{config.data.num_views}")
+
+  def init(rng: jax.Array, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
+    params, batch_stats = init_variables(model, rng, batch["views"][:, 0], batch["tokens"],
+                                         batch["attention_mask"])
+    return params, {"batch_stats": batch_stats}
+
+  def loss(params, extra, batch, rng, step):
+    del step
+    (features, image_embeddings, text_embeddings, log_scale), batch_stats = (
+        apply_in_train_mode(model, params, extra["batch_stats"], batch["views"][:, 0],
+                            batch["tokens"], batch["attention_mask"], rng=rng))
+    value, logits = losses.clip_info_nce(image_embeddings, text_embeddings, log_scale)
+    pairs = jnp.arange(logits.shape[0])
+    metrics = {"image_to_text_accuracy": losses.top1_accuracy(logits, pairs),
+               "text_to_image_accuracy": losses.top1_accuracy(logits.T, pairs),
+               "temperature": 1.0 / losses.clip_logit_scale(log_scale)}
+    return value, StepOutput({"batch_stats": batch_stats}, metrics, features)
+
+  def represent(params, extra, images):
+    features, _ = apply_in_eval_mode(model, params, extra["batch_stats"], images,
+                                     method=clip.CLIP.encode_image)
+    return features
+
+  def embed_images(params, extra, images):
+    _, embeddings = apply_in_eval_mode(model, params, extra["batch_stats"], images,
+                                       method=clip.CLIP.encode_image)
+    return losses.l2_normalize(embeddings)
+
+  def embed_texts(params, extra, text):
+    embeddings = apply_in_eval_mode(model, params, extra["batch_stats"], text["tokens"],
+                                    text["attention_mask"], method=clip.CLIP.encode_text)
+    return losses.l2_normalize(embeddings)
+
+  return Method(init=init, loss=loss, represent=represent, embed_images=embed_images,
+                embed_texts=embed_texts)
