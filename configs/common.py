@@ -58,7 +58,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.online_probe = ml_collections.ConfigDict(dict(enabled=True, lr=1e-3))
 
   c.data = ml_collections.ConfigDict(dict(
-      modality="image",  # "image" or "text" (ssl_jax/data/inputs.py picks the pipeline)
+      # "image", "text", "sequence", "video" or "image_text" (ssl_jax/data/inputs.py picks
+      # the pipeline)
+      modality="image",
       data_dir=config_dict.placeholder(str), train_split="train", test_split="test",
       image_key="image", label_key="label", num_views=2, crop="none", image_size=32,
       crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), flip=False, eval_crop="none",

@@ -233,6 +233,8 @@ def test_one_step_of_coco_captions_on_mock_tfds(tmp_path):
   assert int(state["step"]) == 1
   row = json.loads(open(tmp_path / "metrics.jsonl").readline())
   assert row["step"] == 1 and np.isfinite(row["loss"]) and 0 < row["temperature"] <= 0.07 + 1e-3
+  probed = evaluate.probe_config(config)  # zero-shot and probes on CIFAR-10's plain images
+  assert (probed.dataset, probed.data.modality) == ("cifar10", "image")
 
 
 def test_train_then_evaluate_reports_zero_shot_and_retrieval(data_dir, tmp_path):
