@@ -100,7 +100,7 @@ def test_digits_builder(data_dir, digits_splits):
     assert set(labels.tolist()) == set(range(10))
   assert pipeline.dataset_info(make_config(data_dir)) == pipeline.DatasetInfo(
       num_train_examples=NUM_TRAIN, num_test_examples=NUM_TEST, num_classes=10,
-      image_shape=(8, 8, 1))
+      image_shape=(8, 8, 1), class_names=tuple(str(digit) for digit in range(10)))
 
 
 def test_digits_split_is_stratified_and_complete(digits_splits):

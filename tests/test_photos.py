@@ -42,7 +42,8 @@ def test_builder_shapes_counts_and_labels(prepared):
     assert np.abs(images[..., 0].astype(int) - images[..., 2]).mean() > 10
     assert images.std() > 40
   assert pipeline.dataset_info(config) == pipeline.DatasetInfo(
-      num_train_examples=4000, num_test_examples=800, num_classes=10, image_shape=(32, 32, 3))
+      num_train_examples=4000, num_test_examples=800, num_classes=10, image_shape=(32, 32, 3),
+      class_names=tuple(photo.name for photo in photos.PHOTOS))
 
 
 def test_prepared_data_is_the_deterministic_cut(prepared, patches):
