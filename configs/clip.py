@@ -108,7 +108,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     _embedded_setup(c, arg.variant)
   if arg.runlocal:
     apply_runlocal(c)
-    c.eval.finetune.fractions = ()
     c.tokenizer.update(vocab_size=300, train_texts=2000)
     c.transformer.update(size="tiny", width=32, depth=1, num_heads=2, mlp_dim=64,
                          dtype="float32")

@@ -204,13 +204,14 @@ def setup_variant(c: ml_collections.ConfigDict, variant: str, method: str
 
 def apply_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """`,runlocal=True`: a tiny smoke run (4 steps, batch 16, one seed, a short fine-tune on
-  10% of the labels) of any variant."""
+  10% of the labels unless the variant has fine-tuning off) of any variant."""
   c.batch_size = 16
   c.total_steps, c.total_epochs = 4, None
   c.log_every_steps = c.checkpoint_every_steps = 2
   c.optimizer.warmup_steps, c.optimizer.warmup_epochs = 1, None
   c.eval.labels_per_class, c.eval.seeds = (1, 0), 1
-  c.eval.finetune.update(fractions=(0.1,), epochs=(30,), min_steps=2, batch_size=16)
+  if c.eval.finetune.fractions:  # a variant that turned fine-tuning off keeps it off
+    c.eval.finetune.update(fractions=(0.1,), epochs=(30,), min_steps=2, batch_size=16)
   return c
 
 
@@ -329,6 +330,5 @@ def apply_text_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   c.tokenizer.update(vocab_size=500, train_texts=2000)
   c.transformer.update(size="tiny", width=32, depth=1, num_heads=2, mlp_dim=64,
                        max_length=c.data.max_length, dtype="float32")
-  c.eval.finetune.fractions = ()
   c.eval.plots = False
   return c

@@ -105,7 +105,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.finetune.fractions = ()  # fine-tuning (ssl_jax/eval/finetune.py) is for images
   if arg.runlocal:
     apply_runlocal(c)
-    c.eval.finetune.fractions = ()
     c.eval.plots = False
   c.lock()
   return c

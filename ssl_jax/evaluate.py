@@ -195,7 +195,7 @@ def feature_sets(config, restored: Restored) -> dict:
     if source == "raw":
       fn = features.raw_features_fn(config)
     elif source in ("ssl", "random_init"):
-      state = restored.trained if source == "ssl" else restored.untrained
+      state = _network_state(restored, source)
       fn = features.representation_fn(restored.method.represent, state["params"]["model"],
                                       state["extra"], config)
     else:
@@ -255,7 +255,7 @@ def finetune_results(config, restored: Restored, train_labels: np.ndarray,
       for source in settings.sources:
         if source not in ("ssl", "random_init"):
           raise UserError(f"cannot fine-tune feature source '{source}': use ssl or random_init")
-        state = restored.trained if source == "ssl" else restored.untrained
+        state = _network_state(restored, source)
         try:
           predict = finetune.finetune(restored.method.represent, state["params"]["model"],
                                       state["extra"], config, images, labels,
@@ -311,10 +311,15 @@ def held_out_metrics(config, restored: Restored) -> dict[str, float]:
   return {name: round(value, 6) for name, value in means.items()}
 
 
+def _network_state(restored: Restored, source: str) -> dict:
+  """The state of a network feature source: "ssl" the checkpoint, "random_init" its init."""
+  return restored.trained if source == "ssl" else restored.untrained
+
+
 def _model_states(config, restored: Restored) -> dict[str, dict]:
   """{source: state} of the configured sources that are networks (ssl, random_init)."""
-  return {source: restored.trained if source == "ssl" else restored.untrained
-          for source in config.eval.feature_sources if source in ("ssl", "random_init")}
+  return {source: _network_state(restored, source) for source in config.eval.feature_sources
+          if source in ("ssl", "random_init")}
 
 
 def zero_shot_results(config, restored: Restored) -> list[dict]:
@@ -362,11 +367,12 @@ def with_retrieval(config, restored: Restored, report: dict) -> dict:
   network source, for a method with `embed_texts` trained on image–caption pairs."""
   from ssl_jax.eval import cross_modal, features  # pylint: disable=g-import-not-at-top
   method, inputs = restored.method, restored.train_inputs
+  states = _model_states(config, restored)
   if method.embed_texts is None or inputs.modality != "image_text" or \
-      config.data.test_split is None:
+      config.data.test_split is None or not states:
     return report
   rows = []
-  for source, state in _model_states(config, restored).items():
+  for source, state in states.items():
     params, extra = state["params"]["model"], state["extra"]
     images, captions, owners = features.pair_embeddings(
         features.representation_fn(method.embed_images, params, extra, config),

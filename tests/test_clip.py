@@ -251,3 +251,11 @@ def test_train_then_evaluate_reports_zero_shot_and_retrieval(data_dir, tmp_path)
     assert 0 <= row["image_to_text_r1"] <= row["image_to_text_r5"] <= 1
   markdown = open(tmp_path / "eval" / "report.md").read()
   assert "| zero_shot | 0 |" in markdown and "## Retrieval" in markdown
+
+
+def test_retrieval_is_skipped_without_a_network_feature_source(data_dir):
+  config = _tiny(data_dir, **{"eval.feature_sources": ("raw",)})
+  restored = evaluate.Restored(
+      method=clip.build(config, None), trained={}, untrained={}, step=0, num_classes=10,
+      mesh=None, probe_inputs=None, train_inputs=inputs_lib.Inputs(config))
+  assert evaluate.with_retrieval(config, restored, {"results": []}) == {"results": []}

@@ -297,10 +297,7 @@ def eval_batches(
   """
   builder = load_builder(config)
   data = config.data
-  if batch_size < 1:
-    raise UserError(f"eval batch_size must be >= 1, got {batch_size}")
-  shards = process_shards(split, process_index, process_count)
-  num_batches = math.ceil(max(num_examples(builder, s) for s in shards) / batch_size)
+  shard, num_batches = eval_shard(builder, split, batch_size, process_index, process_count)
   image_shape = view_shape(builder, data, data.eval_crop, "eval_crop")
   image_key, label_key = data.get("image_key", "image"), data.get("label_key", "label")
   decode = image_decoder(builder, image_key)
@@ -314,14 +311,9 @@ def eval_batches(
       out["label"] = tf.cast(ex[label_key], tf.int32)
     return {**out, "mask": True}
 
-  ds = open_split(builder, shards[process_index],
-             decoders=_decoders(builder, image_key, label_key))
+  ds = open_split(builder, shard, decoders=_decoders(builder, image_key, label_key))
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-  padding = tf.nest.map_structure(
-      lambda spec: tf.zeros(spec.shape, spec.dtype), ds.element_spec)
-  ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
-  ds = ds.take(num_batches * batch_size).batch(batch_size)
-  return ds.prefetch(data.prefetch).as_numpy_iterator()
+  return padded_batches(ds, num_batches, batch_size, data.prefetch)
 
 
 def open_split(builder: tfds.core.DatasetBuilder, split: Any, **kwargs) -> tf.data.Dataset:
