@@ -26,8 +26,9 @@ Add `,runlocal=True` to any variant for a tiny smoke run.
 """
 import ml_collections
 
-from configs.common import apply_runlocal, base_config, parse_arg, setup_variant
-from ssl_jax.data import augment
+from configs.common import apply_runlocal, base_config, parse_arg
+from configs.recipes.image import setup_variant
+from configs.recipes import augmentations
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -40,19 +41,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg.variant == "digits":
     c.projector = ml_collections.ConfigDict(dict(hidden_dim=512, output_dim=512, num_layers=3))
     c.barlow_twins.scale = 0.1
-    c.augment = augment.digits_augment(rotation=35.0, scale=(0.7, 1.3), translate=0.25,
+    c.augment = augmentations.digits_augment(rotation=35.0, scale=(0.7, 1.3), translate=0.25,
                                        noise_std=0.15)
   elif arg.variant == "cifar10":
     c.projector = ml_collections.ConfigDict(dict(hidden_dim=2048, output_dim=2048, num_layers=3))
     c.barlow_twins.scale = 0.1
     c.optimizer.update(name="lars", lr=0.3, lr_scaling="linear", weight_decay=1e-4,
                        trust_coefficient=0.02)
-    c.augment = augment.cifar_augment(solarize_prob=(0.0, 0.2))
+    c.augment = augmentations.cifar_augment(solarize_prob=(0.0, 0.2))
   elif arg.variant == "imagenet2012":
     c.batch_size = 2048
     c.projector = ml_collections.ConfigDict(dict(hidden_dim=8192, output_dim=8192, num_layers=3))
     c.optimizer.update(lr=0.2, weight_decay=1.5e-6)
-    c.augment = augment.byol_augment()
+    c.augment = augmentations.byol_augment()
 
   if arg.runlocal:
     apply_runlocal(c)

@@ -26,8 +26,9 @@ Add `,runlocal=True` to any variant for a tiny smoke run.
 """
 import ml_collections
 
-from configs.common import apply_runlocal, base_config, parse_arg, setup_variant
-from ssl_jax.data import augment
+from configs.common import apply_runlocal, base_config, parse_arg
+from configs.recipes.image import setup_variant
+from configs.recipes import augmentations
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -48,12 +49,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.byol.base_momentum = 0.99
     c.optimizer.update(name="lars", lr=1.0, lr_scaling="linear", weight_decay=1e-5,
                        trust_coefficient=0.02)
-    c.augment = augment.cifar_augment(solarize_prob=(0.0, 0.2))
+    c.augment = augmentations.cifar_augment(solarize_prob=(0.0, 0.2))
   elif arg.variant == "imagenet2012":
     c.projector = ml_collections.ConfigDict(dict(hidden_dim=4096, output_dim=256))
     c.predictor = ml_collections.ConfigDict(dict(hidden_dim=4096, output_dim=256))
     c.optimizer.update(lr=0.2, weight_decay=1.5e-6)
-    c.augment = augment.byol_augment()
+    c.augment = augmentations.byol_augment()
 
   if arg.runlocal:
     apply_runlocal(c)

@@ -19,7 +19,8 @@ Add `,runlocal=True` to any variant for a tiny smoke run.
 """
 import ml_collections
 
-from configs.common import apply_text_runlocal, base_config, parse_arg, text_setup
+from configs.common import base_config, parse_arg
+from configs.recipes.text import apply_text_runlocal, text_setup
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -27,21 +27,14 @@ Add `,runlocal=True` to any variant for a tiny smoke run.
 import ml_collections
 
 from configs.common import apply_runlocal, base_config, parse_arg
+from configs.recipes.image_text import caption_data, captioned_images, coco_captions
 
 VARIANTS = ("digits", "photos", "coco_captions")
 
 
 def _embedded_setup(c: ml_collections.ConfigDict, variant: str) -> None:
   """The two embedded datasets' recipe (2 CPU cores)."""
-  from ssl_jax.data import augment  # pylint: disable=g-import-not-at-top
-  c.dataset = f"captioned_images/{variant}"
-  side = 16 if variant == "digits" else 32
-  c.data.update(image_size=side, crop="none", max_length=24, eval_captions=3)
-  # Colour-faithful (a caption names the colours) and unflipped (it names left and right):
-  # no photometric or geometric augmentation, as in the paper (Sec. 2.5).
-  mean, std = ((0.35,) * 3, (0.4,) * 3) if variant == "digits" else (
-      augment.PHOTOS_MEAN, augment.PHOTOS_STD)
-  c.augment = augment.augment_config(mean=mean, std=std)
+  captioned_images(c, variant)
   c.tokenizer = ml_collections.ConfigDict(dict(vocab_size=1000, lowercase=True,
                                                min_frequency=2, train_texts=1_000_000))
   c.encoder = ml_collections.ConfigDict(dict(name="convnet", widths=(32, 64, 128)))
@@ -55,21 +48,16 @@ def _embedded_setup(c: ml_collections.ConfigDict, variant: str) -> None:
   c.checkpoint_every_steps = 500
   c.optimizer.update(name="adamw", lr=2e-3, lr_scaling="none", weight_decay=1e-4,
                      warmup_steps=50)
-  c.eval.finetune.fractions = ()
+  c.evals.finetune.fractions = ()
   if variant == "digits":
-    c.eval.zero_shot_prompts = ("the digit {}", "a handwritten {}", "the number {}")
+    c.evals.zero_shot.prompts = ("the digit {}", "a handwritten {}", "the number {}")
   else:
-    c.eval.zero_shot_prompts = ("a photo of a {}", "part of a photo of a {}")
+    c.evals.zero_shot.prompts = ("a photo of a {}", "part of a photo of a {}")
 
 
 def _coco_setup(c: ml_collections.ConfigDict) -> None:
   """COCO captions with the paper's ResNet-50 / text transformer shapes (Sec. 2.4-2.5)."""
-  from ssl_jax.data import augment  # pylint: disable=g-import-not-at-top
-  c.dataset = "coco_captions"
-  c.data.update(train_split="train+restval", test_split="test", label_key=None,
-                image_size=224, crop="random_resized", crop_scale=(0.5, 1.0),
-                eval_crop="center", eval_resize=224, max_length=77, eval_captions=5)
-  c.augment = augment.augment_config(mean=augment.IMAGENET_MEAN, std=augment.IMAGENET_STD)
+  coco_captions(c)
   c.tokenizer = ml_collections.ConfigDict(dict(vocab_size=16_000, lowercase=True,
                                                min_frequency=2, train_texts=200_000))
   c.encoder = ml_collections.ConfigDict(dict(name="resnet", depth=50, dtype="bfloat16"))
@@ -85,10 +73,11 @@ def _coco_setup(c: ml_collections.ConfigDict) -> None:
   c.optimizer.update(name="adamw", lr=5e-4, lr_scaling="none", weight_decay=0.2, b2=0.98,
                      warmup_steps=2000, grad_clip_norm=1.0)
   c.eval.update(dataset="cifar10", modality="image", label_key="label", batch_size=1024,
-                linear_l2="heldout", feature_sources=("ssl", "random_init"),
-                zero_shot_prompts=("a photo of a {}.", "a blurry photo of a {}.",
-                                   "a photo of the {}.", "a close-up photo of a {}."))
-  c.eval.finetune.fractions = ()
+                feature_sources=("ssl", "random_init"))
+  c.evals.probes.linear_l2 = "heldout"
+  c.evals.zero_shot.prompts = ("a photo of a {}.", "a blurry photo of a {}.",
+                               "a photo of the {}.", "a close-up photo of a {}.")
+  c.evals.finetune.fractions = ()
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -98,10 +87,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = base_config()
   c.method = "clip"
   c.clip = ml_collections.ConfigDict(dict(embed_dim=64, init_temperature=0.07))
-  c.data.update(modality="image_text", num_views=1, caption_key="captions",
-                caption_text_key="text", max_length=24, eval_captions=3)
-  c.eval.modality = ""  # the probes read the run's own modality unless set
-  c.eval.class_names = ()  # zero-shot class names; () = the dataset's label names
+  caption_data(c)
   if arg.variant == "coco_captions":
     _coco_setup(c)
   else:

@@ -45,13 +45,14 @@ Add `,runlocal=True` to any variant for a tiny smoke run (few steps, small batch
 """
 import ml_collections
 
-from configs.common import apply_runlocal, base_config, parse_arg, setup_variant
-from ssl_jax.data import augment
+from configs.common import apply_runlocal, base_config, parse_arg
+from configs.recipes.image import setup_variant
+from configs.recipes import augmentations
 
 
 def _colour_faithful_augment(mean, std) -> ml_collections.ConfigDict:
   """Every photometric op off: the colours are the prediction targets."""
-  return augment.augment_config(mean=mean, std=std)
+  return augmentations.augment_config(mean=mean, std=std)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -75,7 +76,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.batch_size = 128
     c.total_steps = 1000
     c.data.update(crop="none", flip=True)
-    c.augment = _colour_faithful_augment(augment.PHOTOS_MEAN, augment.PHOTOS_STD)
+    c.augment = _colour_faithful_augment(augmentations.PHOTOS_MEAN, augmentations.PHOTOS_STD)
   elif arg.variant == "cifar10":
     c.colorizer = ml_collections.ConfigDict(dict(
         widths=(64, 128, 256, 512), convs_per_stage=(2, 2, 3, 3), strides=(1, 2, 2, 1),
@@ -84,7 +85,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.update(name="adam", lr=1e-3, lr_scaling="none", b1=0.9, b2=0.99,
                        weight_decay=1e-3, warmup_epochs=2)
     c.data.update(crop="none", flip=True)
-    c.augment = _colour_faithful_augment(augment.CIFAR_MEAN, augment.CIFAR_STD)
+    c.augment = _colour_faithful_augment(augmentations.CIFAR_MEAN, augmentations.CIFAR_STD)
   elif arg.variant == "imagenet2012":
     c.colorizer = ml_collections.ConfigDict(dict(
         widths=(64, 128, 256, 512, 512, 512, 512), convs_per_stage=(2, 2, 3, 3, 3, 3, 3),
@@ -98,7 +99,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Caffe's random 176 px crop of the 256 px image (area 0.47, square), with flips.
     c.data.update(image_size=176, crop="random_resized", crop_scale=(0.47, 0.47),
                   crop_ratio=(1.0, 1.0), flip=True, eval_resize=201)
-    c.augment = _colour_faithful_augment(augment.IMAGENET_MEAN, augment.IMAGENET_STD)
+    c.augment = _colour_faithful_augment(augmentations.IMAGENET_MEAN, augmentations.IMAGENET_STD)
 
   if arg.runlocal:
     apply_runlocal(c)

@@ -33,29 +33,16 @@ Add `,runlocal=True` to any variant for a tiny smoke run.
 import ml_collections
 
 from configs.common import apply_runlocal, base_config, parse_arg
+from configs.recipes.sequence import sequence_data
 
 _AUDIO_ENCODER = dict(widths=(512,) * 5, kernels=(10, 8, 4, 4, 4), strides=(5, 4, 2, 2, 2),
                       context_width=256, prediction_steps=12)
 
 
-def _sequence_data(c: ml_collections.ConfigDict, dataset: str, max_length: int,
-                   **data) -> None:
-  """The sequence pipeline's keys (ssl_jax/data/sequence_pipeline.py) for `dataset`."""
-  c.dataset = dataset
-  c.data.update(modality="sequence", num_views=1)
-  c.data.signal_key = "signal"
-  c.data.length_key = "length"
-  c.data.max_length = max_length
-  c.data.signal_scale = 1.0
-  c.data.standardize = True
-  c.data.stats_examples = 100_000
-  c.data.update(data)
-
-
 def _embedded(c: ml_collections.ConfigDict, problem: str, max_length: int, batch_size: int,
               **cpc) -> None:
   """The offline recipe: a small causal CNN + GRU, AdamW 2e-3, probes without fine-tuning."""
-  _sequence_data(c, f"sequences/{problem}", max_length)
+  sequence_data(c, f"sequences/{problem}", max_length)
   c.cpc = ml_collections.ConfigDict(dict(
       widths=(64, 64), kernels=(1, 1), strides=(1, 1), context_width=64, prediction_steps=8,
       pooling="mean"))
@@ -72,7 +59,7 @@ def _embedded(c: ml_collections.ConfigDict, problem: str, max_length: int, batch
 def _audio(c: ml_collections.ConfigDict, dataset: str, signal_key: str, label_key: str | None,
            max_length: int) -> None:
   """The paper's audio recipe on raw 16 kHz waveforms (Sec. 3.1)."""
-  _sequence_data(c, dataset, max_length, signal_key=signal_key, length_key=None,
+  sequence_data(c, dataset, max_length, signal_key=signal_key, length_key=None,
                  label_key=label_key, signal_scale=1 / 32768, standardize=False)
   c.cpc = ml_collections.ConfigDict(dict(_AUDIO_ENCODER, pooling="mean"))
   c.batch_size = 64
@@ -81,7 +68,8 @@ def _audio(c: ml_collections.ConfigDict, dataset: str, signal_key: str, label_ke
   c.checkpoint_every_steps = 5000
   c.optimizer.update(name="adamw", lr=2e-4, lr_scaling="none", weight_decay=0.0,
                      warmup_steps=1000)
-  c.eval.update(batch_size=256, linear_l2="heldout", labels_per_class=(10, 100, 0))
+  c.eval.batch_size = 256
+  c.evals.probes.update(linear_l2="heldout", labels_per_class=(10, 100, 0))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -102,9 +90,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   else:
     raise ValueError(f"unknown cpc variant '{arg.variant}': use japanese_vowels, "
                      "basic_motions, speech_commands or librispeech")
-  c.eval.finetune.fractions = ()  # fine-tuning (ssl_jax/eval/finetune.py) is for images
+  c.evals.finetune.fractions = ()  # fine-tuning (ssl_jax/eval/finetune.py) is for images
   if arg.runlocal:
     apply_runlocal(c)
-    c.eval.plots = False
+    c.evals.plots.enabled = False
   c.lock()
   return c

@@ -38,8 +38,9 @@ Add `,runlocal=True` to any variant for a tiny smoke run.
 import ml_collections
 from ml_collections import config_dict
 
-from configs.common import apply_runlocal, base_config, parse_arg, setup_variant
-from ssl_jax.data import augment
+from configs.common import apply_runlocal, base_config, parse_arg
+from configs.recipes.image import setup_variant
+from configs.recipes import augmentations
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -68,7 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.dino.update(base_momentum=0.9995, freeze_last_layer_epochs=1)
     c.optimizer.update(name="lars", lr=0.3, lr_scaling="linear", weight_decay=1e-6,
                        trust_coefficient=0.02)
-    c.augment = augment.cifar_augment(solarize_prob=(0.0, 0.2))
+    c.augment = augmentations.cifar_augment(solarize_prob=(0.0, 0.2))
   elif arg.variant == "imagenet2012":
     c.batch_size = 1024
     c.total_epochs = 800
@@ -80,10 +81,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                        end_lr_factor=1e-5 / (0.0005 * 1024 / 256))
     c.data.update(crop_scale=(0.25, 1.0), local_views=10, local_image_size=96,
                   local_crop_scale=(0.05, 0.25))
-    c.augment = augment.byol_augment()
-    c.local_augment = augment.augment_config(
+    c.augment = augmentations.byol_augment()
+    c.local_augment = augmentations.augment_config(
         jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1,
-        grayscale_prob=0.2, blur_prob=0.5, mean=augment.IMAGENET_MEAN, std=augment.IMAGENET_STD)
+        grayscale_prob=0.2, blur_prob=0.5, mean=augmentations.IMAGENET_MEAN,
+        std=augmentations.IMAGENET_STD)
 
   if arg.runlocal:
     apply_runlocal(c)

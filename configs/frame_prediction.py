@@ -37,21 +37,7 @@ Add `,runlocal=True` to any variant for a tiny smoke run.
 import ml_collections
 
 from configs.common import apply_runlocal, base_config, parse_arg
-from ssl_jax.data import augment
-
-
-def _video_data(c: ml_collections.ConfigDict, dataset: str, video_key: str,
-                label_key: str | None, num_frames: int, image_size: int, channels: int,
-                **data) -> None:
-  """The video pipeline's keys (ssl_jax/data/video_pipeline.py) for `dataset`."""
-  c.dataset = dataset
-  c.data.update(modality="video", num_views=1, image_size=image_size, label_key=label_key)
-  c.data.video_key = video_key
-  c.data.num_frames = num_frames
-  c.data.frame_stride = 1
-  c.data.update(data)
-  # Frames are modelled on the [0, 1] scale; the pictures are un-normalised with mean 0, std 1.
-  c.augment = augment.augment_config(mean=(0.0,) * channels, std=(1.0,) * channels)
+from configs.recipes.video import video_data
 
 
 def _network(c: ml_collections.ConfigDict, encoder_widths: tuple, decoder_widths: tuple,
@@ -71,13 +57,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.log_every_steps = 100
   c.checkpoint_every_steps = 500
   if arg.variant == "moving_digits":
-    _video_data(c, "moving_digits", "frames", "label", 10, 32, 1)
+    video_data(c, "moving_digits", "frames", "label", 10, 32, 1)
     _network(c, (16, 32, 64), (64, 32, 16, 8), 3, "bernoulli")
     c.batch_size = 16
     c.total_steps = 1000
     c.eval.batch_size = 256
   elif arg.variant == "moving_mnist":
-    _video_data(c, "moving_mnist", "image_sequence", None, 20, 64, 1,
+    video_data(c, "moving_mnist", "image_sequence", None, 20, 64, 1,
                 train_split="test[:90%]", test_split="test[90%:]", shuffle_buffer=1000)
     _network(c, (32, 64, 64, 64), (64, 64, 32, 16, 16), 10, "bernoulli")
     c.online_probe.enabled = False
@@ -85,20 +71,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.total_steps = 50_000
     c.eval.batch_size = 64
   elif arg.variant == "ucf101":
-    _video_data(c, "ucf101", "video", "label", 16, 64, 3, frame_stride=2,
+    video_data(c, "ucf101", "video", "label", 16, 64, 3, frame_stride=2,
                 shuffle_buffer=512)
     _network(c, (32, 64, 128, 128), (128, 64, 32, 32, 16), 4, "mse")
     c.batch_size = 16
     c.total_steps = 100_000
     c.checkpoint_every_steps = 2000
-    c.eval.update(batch_size=64, linear_l2="heldout", labels_per_class=(10, 0))
+    c.eval.batch_size = 64
+    c.evals.probes.update(linear_l2="heldout", labels_per_class=(10, 0))
   else:
     raise ValueError(f"unknown frame_prediction variant '{arg.variant}': use moving_digits, "
                      "moving_mnist or ucf101")
-  c.eval.num_pictures = 6
-  c.eval.finetune.fractions = ()  # fine-tuning (ssl_jax/eval/finetune.py) is for images
+  c.evals.pictures.num_pictures = 6
+  c.evals.finetune.fractions = ()  # fine-tuning (ssl_jax/eval/finetune.py) is for images
   if arg.runlocal:
     apply_runlocal(c)
-    c.eval.plots = False
+    c.evals.plots.enabled = False
   c.lock()
   return c

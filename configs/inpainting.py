@@ -38,7 +38,8 @@ Add `,runlocal=True` to any variant for a tiny smoke run.
 """
 import ml_collections
 
-from configs.common import apply_runlocal, base_config, parse_arg, reconstruction_setup
+from configs.common import apply_runlocal, base_config, parse_arg
+from configs.recipes.image import reconstruction_setup
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -48,8 +48,9 @@ Add `,runlocal=True` to any variant for a tiny smoke run (few steps, small batch
 """
 import ml_collections
 
-from configs.common import apply_runlocal, base_config, parse_arg, setup_variant
-from ssl_jax.data import augment
+from configs.common import apply_runlocal, base_config, parse_arg
+from configs.recipes.image import setup_variant
+from configs.recipes import augmentations
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -68,7 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.total_steps = 1000
     c.jigsaw.update(cell_size=5, tile_size=4, normalize_tiles=False)
     c.head.update(tile_dim=64, hidden_dim=256, num_layers=2)
-    c.augment = augment.digits_augment(rotation=10.0, scale=(0.9, 1.1), translate=0.1,
+    c.augment = augmentations.digits_augment(rotation=10.0, scale=(0.9, 1.1), translate=0.1,
                                        noise_std=0.05)
   elif arg.variant == "cifar10":
     c.total_epochs = 200
@@ -77,8 +78,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.update(name="sgd", lr=0.1, lr_scaling="linear", momentum=0.9,
                        weight_decay=1e-4, warmup_epochs=5)
     c.data.update(crop="none", flip=True)
-    c.augment = augment.augment_config(grayscale_prob=0.66, mean=augment.CIFAR_MEAN,
-                                       std=augment.CIFAR_STD)
+    c.augment = augmentations.augment_config(grayscale_prob=0.66, mean=augmentations.CIFAR_MEAN,
+                                       std=augmentations.CIFAR_STD)
   elif arg.variant == "imagenet2012":
     c.batch_size = 256
     c.total_epochs = 105
@@ -86,8 +87,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.update(name="sgd", lr=0.1, lr_scaling="linear", momentum=0.9,
                        weight_decay=1e-4, warmup_epochs=5)
     c.data.update(image_size=255, crop_scale=(0.6, 1.0), eval_resize=292)
-    c.augment = augment.augment_config(grayscale_prob=0.66, mean=augment.IMAGENET_MEAN,
-                                       std=augment.IMAGENET_STD)
+    c.augment = augmentations.augment_config(grayscale_prob=0.66, mean=augmentations.IMAGENET_MEAN,
+                                       std=augmentations.IMAGENET_STD)
 
   if arg.runlocal:
     apply_runlocal(c)

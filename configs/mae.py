@@ -49,8 +49,9 @@ Add `,runlocal=True` to any variant for a tiny smoke run.
 """
 import ml_collections
 
-from configs.common import apply_runlocal, base_config, parse_arg, setup_variant
-from ssl_jax.data import augment
+from configs.common import apply_runlocal, base_config, parse_arg
+from configs.recipes.image import setup_variant
+from configs.recipes import augmentations
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -72,13 +73,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.decoder.update(width=64, depth=2, num_heads=4, mlp_dim=256)
     c.mae.norm_pix_loss = False
     c.optimizer.update(lr=1e-3, lr_scaling="none", warmup_steps=100)
-    c.augment = augment.digits_augment(rotation=0.0, scale=(0.9, 1.1), translate=0.1,
+    c.augment = augmentations.digits_augment(rotation=0.0, scale=(0.9, 1.1), translate=0.1,
                                        noise_std=0.0)
   elif arg.variant == "cifar10":
     c.encoder = ml_collections.ConfigDict(dict(
         name="vit", size="small", patch_size=4, image_size=32, posemb="sincos2d", pool="cls"))
     c.optimizer.lr = 2e-4
-    c.augment = augment.augment_config(mean=augment.CIFAR_MEAN, std=augment.CIFAR_STD)
+    c.augment = augmentations.augment_config(mean=augmentations.CIFAR_MEAN,
+                                             std=augmentations.CIFAR_STD)
   elif arg.variant == "imagenet2012":
     c.total_epochs = 1600
     c.encoder = ml_collections.ConfigDict(dict(
@@ -87,7 +89,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.decoder.dtype = "bfloat16"
     c.optimizer.warmup_epochs = 40
     c.data.crop_scale = (0.2, 1.0)
-    c.augment = augment.augment_config(mean=augment.IMAGENET_MEAN, std=augment.IMAGENET_STD)
+    c.augment = augmentations.augment_config(mean=augmentations.IMAGENET_MEAN,
+                                             std=augmentations.IMAGENET_STD)
 
   if arg.runlocal:
     apply_runlocal(c)

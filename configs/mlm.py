@@ -23,7 +23,8 @@ prediction (RoBERTa's finding, Liu et al. 2019: it does not help downstream).
 """
 import ml_collections
 
-from configs.common import TEXT_VARIANTS, apply_text_runlocal, base_config, parse_arg, text_setup
+from configs.common import base_config, parse_arg
+from configs.recipes.text import TEXT_VARIANTS, apply_text_runlocal, text_setup
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -38,8 +38,9 @@ Add `,runlocal=True` to any variant for a tiny smoke run.
 """
 import ml_collections
 
-from configs.common import apply_runlocal, base_config, parse_arg, setup_variant
-from ssl_jax.data import augment
+from configs.common import apply_runlocal, base_config, parse_arg
+from configs.recipes.image import setup_variant
+from configs.recipes import augmentations
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -68,13 +69,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       c.predictor = ml_collections.ConfigDict(dict(hidden_dim=4096, output_dim=256))
       c.optimizer.update(name="lars", lr=0.3, lr_scaling="linear", weight_decay=1e-6,
                          trust_coefficient=0.02)
-      c.augment = augment.cifar_augment(solarize_prob=(0.0, 0.2))
+      c.augment = augmentations.cifar_augment(solarize_prob=(0.0, 0.2))
     else:
       c.projector = ml_collections.ConfigDict(dict(
           hidden_dim=2048, output_dim=256, hidden_norm=False))
       c.moco.update(queue_size=32768, symmetric=True, final_momentum=0.999)
       c.optimizer.update(name="sgd", lr=0.3, lr_scaling="linear", weight_decay=1e-4)
-      c.augment = augment.cifar_augment(saturation=0.4, solarize_prob=0.0, blur_prob=0.5)
+      c.augment = augmentations.cifar_augment(saturation=0.4, solarize_prob=0.0, blur_prob=0.5)
   elif arg.variant == "imagenet2012":
     c.data.crop_scale = (0.2, 1.0)
     if v3:
@@ -83,7 +84,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       c.predictor = ml_collections.ConfigDict(dict(hidden_dim=4096, output_dim=256))
       c.moco.update(temperature=1.0, base_momentum=0.996)
       c.optimizer.update(lr=0.3, weight_decay=1.5e-6)
-      c.augment = augment.byol_augment()
+      c.augment = augmentations.byol_augment()
     else:
       c.batch_size = 256
       c.total_epochs = 800
@@ -91,7 +92,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
           hidden_dim=2048, output_dim=128, hidden_norm=False))
       c.moco.update(base_momentum=0.999, final_momentum=0.999)
       c.optimizer.update(name="sgd", lr=0.03, weight_decay=1e-4, warmup_epochs=0)
-      c.augment = augment.mocov2_augment()
+      c.augment = augmentations.mocov2_augment()
 
   if arg.runlocal:
     apply_runlocal(c)

@@ -40,8 +40,9 @@ Add `,runlocal=True` to any variant for a tiny smoke run (few steps, small batch
 """
 import ml_collections
 
-from configs.common import apply_runlocal, base_config, parse_arg, setup_variant
-from ssl_jax.data import augment
+from configs.common import apply_runlocal, base_config, parse_arg
+from configs.recipes.image import setup_variant
+from configs.recipes import augmentations
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -56,21 +57,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.batch_size = 128
     c.total_steps = 1000
     c.head.num_layers = 2
-    c.augment = augment.digits_augment(rotation=0.0)
+    c.augment = augmentations.digits_augment(rotation=0.0)
   elif arg.variant == "cifar10":
     c.batch_size = 128
     c.total_epochs = 200
     c.optimizer.update(name="sgd", lr=0.1, lr_scaling="none", momentum=0.9,
                        weight_decay=5e-4, warmup_epochs=0)
     c.data.update(crop="none", flip=True)
-    c.augment = augment.augment_config(affine_prob=1.0, translate=4 / 32,
-                                       mean=augment.CIFAR_MEAN, std=augment.CIFAR_STD)
+    c.augment = augmentations.augment_config(affine_prob=1.0, translate=4 / 32,
+                                       mean=augmentations.CIFAR_MEAN, std=augmentations.CIFAR_STD)
   elif arg.variant == "imagenet2012":
     c.batch_size = 256
     c.total_epochs = 105
     c.optimizer.update(name="sgd", lr=0.1, lr_scaling="linear", momentum=0.9,
                        weight_decay=1e-4, warmup_epochs=0)
-    c.augment = augment.augment_config(mean=augment.IMAGENET_MEAN, std=augment.IMAGENET_STD)
+    c.augment = augmentations.augment_config(mean=augmentations.IMAGENET_MEAN,
+                                             std=augmentations.IMAGENET_STD)
 
   if arg.runlocal:
     apply_runlocal(c)

@@ -25,7 +25,8 @@ Add `,runlocal=True` to any variant for a tiny smoke run (few steps, small batch
 """
 import ml_collections
 
-from configs.common import apply_runlocal, base_config, parse_arg, setup_variant
+from configs.common import apply_runlocal, base_config, parse_arg
+from configs.recipes.image import setup_variant
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

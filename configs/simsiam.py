@@ -28,8 +28,9 @@ Add `,runlocal=True` to any variant for a tiny smoke run.
 """
 import ml_collections
 
-from configs.common import apply_runlocal, base_config, parse_arg, setup_variant
-from ssl_jax.data import augment
+from configs.common import apply_runlocal, base_config, parse_arg
+from configs.recipes.image import setup_variant
+from configs.recipes import augmentations
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -48,7 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         hidden_dim=2048, output_dim=2048, num_layers=3, output_norm=True))
     c.predictor = ml_collections.ConfigDict(dict(hidden_dim=512, output_dim=2048))
     c.optimizer.update(name="sgd", lr=0.5, lr_scaling="linear", weight_decay=1e-5)
-    c.augment = augment.cifar_augment(saturation=0.4, solarize_prob=0.0, blur_prob=0.5)
+    c.augment = augmentations.cifar_augment(saturation=0.4, solarize_prob=0.0, blur_prob=0.5)
   elif arg.variant == "imagenet2012":
     c.batch_size = 512
     c.total_epochs = 100
@@ -57,7 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.predictor = ml_collections.ConfigDict(dict(hidden_dim=512, output_dim=2048))
     c.optimizer.update(name="sgd", lr=0.05, weight_decay=1e-4, warmup_epochs=0)
     c.data.crop_scale = (0.2, 1.0)
-    c.augment = augment.mocov2_augment()
+    c.augment = augmentations.mocov2_augment()
 
   if arg.runlocal:
     apply_runlocal(c)

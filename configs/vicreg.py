@@ -23,8 +23,9 @@ Add `,runlocal=True` to any variant for a tiny smoke run.
 """
 import ml_collections
 
-from configs.common import apply_runlocal, base_config, parse_arg, setup_variant
-from ssl_jax.data import augment
+from configs.common import apply_runlocal, base_config, parse_arg
+from configs.recipes.image import setup_variant
+from configs.recipes import augmentations
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -43,12 +44,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.update(name="lars", lr=0.3, lr_scaling="linear", weight_decay=1e-4,
                        trust_coefficient=0.02)
     c.data.crop_scale = (0.2, 1.0)
-    c.augment = augment.cifar_augment(solarize_prob=0.1)
+    c.augment = augmentations.cifar_augment(solarize_prob=0.1)
   elif arg.variant == "imagenet2012":
     c.batch_size = 2048
     c.projector = ml_collections.ConfigDict(dict(hidden_dim=8192, output_dim=8192, num_layers=3))
     c.optimizer.update(lr=0.2, weight_decay=1e-6)
-    c.augment = augment.byol_augment()
+    c.augment = augmentations.byol_augment()
 
   if arg.runlocal:
     apply_runlocal(c)

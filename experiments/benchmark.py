@@ -21,14 +21,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from ssl_jax import config_lib, methods, parallel, train
+from ssl_jax import config_lib, methods, modalities, parallel, train
 
 # Dense bf16 peak FLOP/s per device, from the vendors' data sheets.
 PEAK_FLOPS = {"NVIDIA H100": 989e12, "NVIDIA H200": 989e12, "NVIDIA A100": 312e12,
               "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5p": 459e12}
 
-# The shape of the views each dataset's pipeline produces (the benchmark skips the pipeline).
-CHANNELS = {"digits": 1, "cifar10": 3, "imagenet2012": 3}
+# Channels of each dataset's images (the benchmark skips the pipeline that would read them).
+CHANNELS = {"digits": 1, "cifar10": 3, "imagenet2012": 3, "photos": 3}
 
 
 def load_config(spec: str):
@@ -48,29 +48,6 @@ def peak_flops(device) -> float | None:
   return None
 
 
-def synthetic_batch(config, local: int, rng: np.random.Generator) -> tuple[dict, tuple]:
-  """A host batch of the shapes the configured pipeline yields, and one example's input shape:
-  random uint8 views (and multi-crop local views), or for text full rows of random word ids
-  with two segments and next-sentence labels."""
-  labels = rng.integers(0, 10, (local,), np.int32)
-  if config.data.get("modality", "image") == "text":
-    length = config.data.max_length
-    tokens = rng.integers(5, config.tokenizer.vocab_size, (local, length), np.int32)
-    segments = np.broadcast_to(np.arange(length) >= length // 2, (local, length))
-    return {"tokens": tokens, "attention_mask": np.ones_like(tokens),
-            "segment_ids": segments.astype(np.int32),
-            "next_sentence": rng.integers(0, 2, (local,), np.int32), "label": labels}, (length,)
-  size = config.data.image_size
-  image_shape = (size, size, CHANNELS[config.dataset])
-  batch = {"views": rng.integers(0, 256, (local, config.data.num_views) + image_shape, np.uint8),
-           "label": labels}
-  if config.data.local_views:  # multi-crop (DINO)
-    side = config.data.local_image_size
-    batch["local_views"] = rng.integers(
-        0, 256, (local, config.data.local_views, side, side, image_shape[-1]), np.uint8)
-  return batch, image_shape
-
-
 def benchmark(spec: str, batch_size: int | None, steps: int, warmup: int,
               peak_tflops: float | None) -> dict:
   config = load_config(spec)
@@ -81,8 +58,10 @@ def benchmark(spec: str, batch_size: int | None, steps: int, warmup: int,
   length = config_lib.TrainingLength(steps_per_epoch=100, total_steps=steps + warmup,
                                      schedule_steps=steps + warmup)
   local = config.batch_size // jax.process_count()
-  host_batch, input_shape = synthetic_batch(config, local, np.random.default_rng(0))
-  trainer = train.Trainer(config, methods.build(config, length), mesh, input_shape,
+  modality = modalities.find(config)
+  shape = modality.nominal_input_shape(config, CHANNELS.get(config.dataset, 3))
+  host_batch = modality.synthetic_batch(config, shape, local, np.random.default_rng(0))
+  trainer = train.Trainer(config, methods.build(config, length), mesh, shape,
                           num_classes=10, length=length)
   batch = parallel.global_batch(host_batch, mesh)
   state = trainer.create_state(config.seed)
@@ -104,7 +83,7 @@ def benchmark(spec: str, batch_size: int | None, steps: int, warmup: int,
   achieved = flops_per_step / seconds if flops_per_step else None
   network = config.get("encoder") or config.get("transformer")
   return {"config": spec, "method": config.method, "encoder": dict(network),
-          "batch_size": config.batch_size, "input_shape": list(input_shape),
+          "batch_size": config.batch_size, "input_shape": list(shape),
           "devices": jax.device_count(), "device_kind": device.device_kind,
           "step_ms": round(seconds * 1e3, 2),
           "images_per_second": round(config.batch_size / seconds, 1),

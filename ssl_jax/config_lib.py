@@ -16,7 +16,7 @@ from ssl_jax.errors import UserError
 # Keys that may differ when a run resumes in the same workdir (how long, how often, what to
 # evaluate); any other difference means the workdir holds a different experiment.
 RESUMABLE_KEYS = ("total_steps", "total_epochs", "evaluate_at_end", "log_every_steps",
-                  "checkpoint_every_steps", "keep_checkpoints", "eval", "data.data_dir",
+                  "checkpoint_every_steps", "keep_checkpoints", "eval", "evals", "data.data_dir",
                   "data.prefetch")
 
 

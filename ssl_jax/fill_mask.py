@@ -27,7 +27,7 @@ def _define_flags():
 def fill(workdir: str, texts: list[str], top_k: int) -> list[list[list[tuple[str, float]]]]:
   """For each text, for each [MASK] in it: the top_k (token, probability) pairs."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from ssl_jax import config_lib, evaluate, text_inference  # pylint: disable=g-import-not-at-top
+  from ssl_jax import config_lib, restore, text_inference  # pylint: disable=g-import-not-at-top
   from ssl_jax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
   from ssl_jax.methods import mlm  # pylint: disable=g-import-not-at-top
 
@@ -37,7 +37,7 @@ def fill(workdir: str, texts: list[str], top_k: int) -> list[list[list[tuple[str
                     f"'{config.method}'")
   if top_k < 1:
     raise UserError(f"--top_k must be >= 1, got {top_k}")
-  checkpoint = evaluate.restore_checkpoint(config, workdir)
+  checkpoint = restore.latest(config, workdir)
   tokenizer = checkpoint.inputs.tokenizer
   tokens, attention_mask = tokenizer_lib.encode_batch(tokenizer, texts, config.data.max_length,
                                                       frame=True)

@@ -32,7 +32,7 @@ def generate(workdir: str, prompt: str, *, temperature: float, top_k: int, max_n
              seed: int, num_samples: int = 1) -> list[str]:
   """`num_samples` continuations of `prompt` (prompt included), as text."""
   import jax  # pylint: disable=g-import-not-at-top
-  from ssl_jax import config_lib, evaluate, text_inference  # pylint: disable=g-import-not-at-top
+  from ssl_jax import config_lib, restore, text_inference  # pylint: disable=g-import-not-at-top
   from ssl_jax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
   from ssl_jax.methods import causal_lm  # pylint: disable=g-import-not-at-top
 
@@ -42,7 +42,7 @@ def generate(workdir: str, prompt: str, *, temperature: float, top_k: int, max_n
                     f"trained '{config.method}'")
   if temperature < 0 or top_k < 0 or max_new_tokens < 1:
     raise UserError("--temperature and --top_k must be >= 0 and --max_new_tokens >= 1")
-  checkpoint = evaluate.restore_checkpoint(config, workdir)
+  checkpoint = restore.latest(config, workdir)
   tokenizer = checkpoint.inputs.tokenizer
   prompt_ids = [tokenizer_lib.CLS_ID, *tokenizer_lib.token_ids(tokenizer, [prompt])[0]]
   if len(prompt_ids) >= config.data.max_length:

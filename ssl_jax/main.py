@@ -1,7 +1,7 @@
 r"""Entry point: `python -m ssl_jax.main --config=configs/simclr.py:digits --workdir=W`.
 
-Trains the configured objective in W (resuming if W holds a checkpoint of the same run) and,
-with `evaluate_at_end`, evaluates it. Any key can be overridden: `--config.batch_size=512`.
+Trains the configured objective in W (resuming if W holds a checkpoint of the same run,
+`ssl_jax.train`) and, with `evaluate_at_end`, evaluates it (`ssl_jax.evaluate`). Any key can be overridden: `--config.batch_size=512`.
 On a multi-host TPU/GPU pod pass `--distributed` (or the coordinator flags) so
 `jax.distributed.initialize()` runs before any device is touched.
 """
@@ -63,6 +63,19 @@ def parse_flags(argv: list[str]) -> list[str]:
   sys.exit(2)
 
 
+def run(config, workdir: str):
+  """Trains `config` in `workdir`, then, when training reached its last step and
+  `config.evaluate_at_end` is set, evaluates the final checkpoint; returns the final state.
+  The evaluation settings are checked before the first training step."""
+  from ssl_jax import evaluate, train  # pylint: disable=g-import-not-at-top
+  if config.evaluate_at_end:
+    evaluate.check(config)
+  outcome = train.train(config, workdir)
+  if config.evaluate_at_end and outcome.completed:
+    evaluate.run(workdir)
+  return outcome.state
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -76,8 +89,7 @@ def main(argv):
       jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                  num_processes=_NUM_PROCESSES.value,
                                  process_id=_PROCESS_ID.value)
-    from ssl_jax import train  # pylint: disable=g-import-not-at-top
-    train.run(_CONFIG.value, _WORKDIR.value)
+    run(_CONFIG.value, _WORKDIR.value)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

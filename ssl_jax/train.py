@@ -9,7 +9,7 @@ Sections: (1) state and step, importable without TensorFlow (the benchmark and a
 machines use them on synthetic data); (2) `run`, the loop over the TFDS input pipeline.
 """
 import signal
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,8 +19,8 @@ import optax
 from absl import logging
 
 from ssl_jax import checkpoint as checkpoint_lib
-from ssl_jax import config_lib, losses, methods, metrics as metrics_lib, optimizers, parallel
-from ssl_jax.data import augment
+from ssl_jax import config_lib, losses, methods, metrics as metrics_lib, modalities, optimizers
+from ssl_jax import parallel
 from ssl_jax.errors import TrainingDivergedError
 
 State = dict[str, Any]
@@ -31,75 +31,6 @@ State = dict[str, Any]
 # ----------------------------------------------------------------------------------------------
 
 
-TEXT_INPUTS = ("tokens", "attention_mask", "segment_ids")  # what a text `represent` reads
-SEQUENCE_INPUTS = ("signal", "length")  # what a sequence `represent` reads
-VIDEO_INPUTS = ("frames",)  # what a video `represent` reads (and evaluation's "mask")
-
-
-def example_batch(config: ml_collections.ConfigDict, input_shape: tuple[int, ...],
-                  batch_size: int = 2) -> dict[str, jax.Array]:
-  """A batch of the shapes the method sees after device preprocessing (for init).
-
-  Images (`config.data.modality` "image", the default): float views [b, V, H, W, C] and any
-  multi-crop local views, `input_shape` = (H, W, C). Text ("text"): int32 `tokens`,
-  `attention_mask`, `segment_ids` [b, L] and the next-sentence label [b], `input_shape` = (L,).
-  Sequences ("sequence"): float `signal` [b, T, C] and int32 `length` [b], `input_shape` =
-  (T, C). Videos ("video"): float `frames` [b, T, H, W, C] in [0, 1] (`device_preprocess`
-  scales the pipeline's uint8), `input_shape` = (T, H, W, C). Image–caption pairs
-  ("image_text"): the views of an image run and int32 caption `tokens`, `attention_mask`
-  [b, config.data.max_length].
-  """
-  modality = config.data.get("modality", "image")
-  if modality == "video":
-    return {"frames": jnp.zeros((batch_size,) + tuple(input_shape), jnp.float32)}
-  if modality == "sequence":
-    return {"signal": jnp.zeros((batch_size,) + tuple(input_shape), jnp.float32),
-            "length": jnp.full((batch_size,), input_shape[0], jnp.int32)}
-  if modality == "text":
-    tokens = jnp.zeros((batch_size,) + tuple(input_shape), jnp.int32)
-    return {"tokens": tokens, "attention_mask": jnp.ones_like(tokens),
-            "segment_ids": tokens, "next_sentence": jnp.zeros((batch_size,), jnp.int32)}
-  views = jnp.zeros((batch_size, config.data.num_views) + tuple(input_shape), jnp.float32)
-  batch = {"views": views}
-  if modality == "image_text":  # and each image's caption row
-    batch["tokens"] = jnp.zeros((batch_size, config.data.max_length), jnp.int32)
-    batch["attention_mask"] = jnp.ones_like(batch["tokens"])
-  num_local = config.data.get("local_views", 0)
-  if num_local:
-    side = config.data.local_image_size
-    batch["local_views"] = jnp.zeros((batch_size, num_local, side, side, input_shape[-1]),
-                                     jnp.float32)
-  return batch
-
-
-def represent_inputs(batch: dict[str, jax.Array]):
-  """What `Method.represent` takes from a training batch: the first view's images, or the
-  text (`TEXT_INPUTS`), sequence (`SEQUENCE_INPUTS`) or video (`VIDEO_INPUTS`, with an
-  evaluation batch's "mask" so that held-out metrics can skip padding rows) inputs as a
-  dict."""
-  if "views" in batch:
-    return batch["views"][:, 0]
-  if "frames" in batch:
-    return {key: batch[key] for key in VIDEO_INPUTS + ("mask",) if key in batch}
-  return {key: batch[key] for key in (SEQUENCE_INPUTS if "signal" in batch else TEXT_INPUTS)}
-
-
-def device_preprocess(rng: jax.Array, batch: dict[str, jax.Array],
-                      config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
-  """Augments and normalises the uint8 views on device, per example, with an explicit rng;
-  scales video frames to [0, 1]."""
-  batch = dict(batch)
-  if "frames" in batch:
-    batch["frames"] = augment.unit_frames(batch["frames"])
-  if "views" in batch:
-    batch["views"] = augment.augment_views(rng, batch["views"], config)
-  if "local_views" in batch:
-    section = "local_augment" if "local_augment" in config else "augment"
-    batch["local_views"] = augment.augment_views(jax.random.fold_in(rng, 1),
-                                                 batch["local_views"], config, section)
-  return batch
-
-
 class Trainer:
   """Builds the train state and step for one method, optimizer and mesh."""
 
@@ -108,6 +39,7 @@ class Trainer:
                num_classes: int | None, length: config_lib.TrainingLength):
     self.config = config
     self.method = method
+    self.modality = modalities.find(config)
     self.mesh = mesh
     self.input_shape = tuple(input_shape)
     self.probe_classes = num_classes if config.online_probe.enabled else None
@@ -129,12 +61,13 @@ class Trainer:
 
   def _init_state(self, rng: jax.Array) -> State:
     init_rng, probe_rng, state_rng = jax.random.split(rng, 3)
-    batch = example_batch(self.config, self.input_shape)
+    batch = self.modality.example_batch(self.config, self.input_shape)
     model_params, extra = self.method.init(init_rng, batch)
     params = {"model": model_params}
     opt_state = {"model": self.tx.init(model_params)}
     if self.probe_classes:
-      features = self.method.represent(model_params, extra, represent_inputs(batch))
+      features = self.method.represent(model_params, extra,
+                                      self.modality.represent_inputs(batch))
       params["probe"] = {
           "kernel": jax.random.normal(probe_rng, (features.shape[-1], self.probe_classes)) * 0.01,
           "bias": jnp.zeros((self.probe_classes,))}
@@ -146,7 +79,7 @@ class Trainer:
     step = state["step"]
     rng = jax.random.fold_in(state["rng"], step)
     augment_rng, loss_rng = jax.random.split(rng)
-    batch = device_preprocess(augment_rng, batch, self.config)
+    batch = self.modality.device_preprocess(augment_rng, batch, self.config)
 
     def objective(params):
       loss, output = self.method.loss(params["model"], state["extra"], batch, loss_rng, step)
@@ -219,12 +152,21 @@ def _check_finite(step: int, scalars: dict[str, float], last_saved: int | None) 
     raise TrainingDivergedError(f"loss is {loss} at step {step}; training stopped and {kept}")
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> State:
-  """Trains `config` in `workdir`, resuming from its newest checkpoint; returns the final state.
+class Outcome(NamedTuple):
+  """How a training run ended: its final state, and whether it reached its last step (False
+  when SIGTERM stopped it early, after saving a checkpoint)."""
+  state: State
+  completed: bool
 
-  When training completes (not on SIGTERM) and `config.evaluate_at_end` is set, it runs the
-  downstream evaluation on the final checkpoint (`ssl_jax.evaluate.run`).
-  """
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> State:
+  """Trains `config` in `workdir`, resuming from its newest checkpoint; returns the final
+  state. `ssl_jax.main.run` trains and then evaluates."""
+  return train(config, workdir).state
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> Outcome:
+  """Trains `config` in `workdir`, resuming from its newest checkpoint."""
   from ssl_jax.data import inputs as inputs_lib  # pylint: disable=g-import-not-at-top  (TF)
 
   # Checks first: every bad input fails here, before anything is written or compiled.
@@ -283,7 +225,4 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> State:
     checkpoints.wait()
     checkpoints.close()
     writer.close()
-  if config.evaluate_at_end and not stopped_early:
-    from ssl_jax import evaluate  # pylint: disable=g-import-not-at-top
-    evaluate.run(workdir)
-  return state
+  return Outcome(state, completed=not stopped_early)

@@ -3,6 +3,7 @@ scale clipped at 100), zero-shot classification and retrieval recall on hand-mad
 the text tower's padding invariance, sharded = single-device steps, the image–caption
 pipeline's exact resumption, one step of coco_captions on mock TFDS data, and a run end to end
 with its zero-shot and retrieval rows."""
+import dataclasses
 import functools
 import itertools
 import json
@@ -16,9 +17,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import clip as clip_config
-from ssl_jax import config_lib, evaluate, losses, train
+from ssl_jax import config_lib, evaluate, evaluators, losses, train
 from ssl_jax.data import inputs as inputs_lib
 from ssl_jax.eval import cross_modal
+from ssl_jax.evaluators import retrieval
 from ssl_jax.methods import clip
 from tests.tiny_configs import assert_sharded_equals_single_device, override, steps_on_meshes
 
@@ -33,8 +35,8 @@ def _tiny(data_dir, variant="digits,runlocal=True", **dotted):
   config.unlock()
   return override(config, **{
       "data.data_dir": data_dir, "batch_size": 16, "total_steps": 3, "evaluate_at_end": False,
-      "mesh_data_axis": 1, "eval.protocols": ("linear", "knn"), "eval.labels_per_class": (5,),
-      "eval.seeds": 1, "eval.plots": False, **dotted})
+      "mesh_data_axis": 1, "evals.probes.protocols": ("linear", "knn"), "evals.probes.labels_per_class": (5,),
+      "evals.probes.seeds": 1, "evals.plots.enabled": False, **dotted})
 
 
 def _log_softmax(x, axis):
@@ -255,7 +257,9 @@ def test_train_then_evaluate_reports_zero_shot_and_retrieval(data_dir, tmp_path)
 
 def test_retrieval_is_skipped_without_a_network_feature_source(data_dir):
   config = _tiny(data_dir, **{"eval.feature_sources": ("raw",)})
-  restored = evaluate.Restored(
-      method=clip.build(config, None), trained={}, untrained={}, step=0, num_classes=10,
-      mesh=None, probe_inputs=None, train_inputs=inputs_lib.Inputs(config))
-  assert evaluate.with_retrieval(config, restored, {"results": []}) == {"results": []}
+  context = evaluators.Context(
+      config=config, method=clip.build(config, None), trained={}, untrained={}, step=0,
+      num_classes=10, mesh=None, probe_inputs=None, train_inputs=inputs_lib.Inputs(config))
+  assert not retrieval.Evaluator("retrieval", config.evals.retrieval, config).applies(context)
+  assert retrieval.Evaluator("retrieval", config.evals.retrieval, clip_config.get_config(
+      "digits")).applies(dataclasses.replace(context, config=clip_config.get_config("digits")))

@@ -259,7 +259,7 @@ def test_pictures_and_represent(centres, classifier):
 def test_config_errors():
   for dotted, message in (({"colorization.mode": "gan"}, "mode"),
                           ({"data.num_views": 2}, "views"),
-                          ({"augment": augment.cifar_augment()}, "jitter_prob"),
+                          ({"augment": augmentations.cifar_augment()}, "jitter_prob"),
                           ({"colorization.rebalance_mix": 0.0}, "rebalance_mix"),
                           ({"colorization.neighbours": 300}, "neighbours"),
                           ({"colorizer.strides": (2, 2, 2)}, "strides")):

@@ -30,8 +30,8 @@ def _tiny(data_dir, variant="japanese_vowels,runlocal=True", **dotted):
   return override(config, **{
       "data.data_dir": data_dir, "batch_size": 16, "total_steps": 3, "evaluate_at_end": False,
       "mesh_data_axis": 1, "cpc.widths": (8, 8), "cpc.context_width": 8,
-      "cpc.prediction_steps": 2, "eval.protocols": ("linear", "knn"),
-      "eval.labels_per_class": (5,), "eval.seeds": 1, **dotted})
+      "cpc.prediction_steps": 2, "evals.probes.protocols": ("linear", "knn"),
+      "evals.probes.labels_per_class": (5,), "evals.probes.seeds": 1, **dotted})
 
 
 def _reference_info_nce(predictions, targets, valid):

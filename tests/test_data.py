@@ -17,7 +17,9 @@ from sklearn import datasets as sk_datasets
 import tensorflow_datasets as tfds
 
 from ssl_jax.data import augment
-from ssl_jax.data import pipeline
+from configs.recipes import augmentations
+from ssl_jax.data import image_pipeline, stream
+from ssl_jax.data.inputs import DatasetInfo
 from ssl_jax.errors import UserError
 
 NUM_TRAIN, NUM_TEST = 1257, 540
@@ -36,7 +38,7 @@ def make_config(data_dir, dataset: str = "digits", **data) -> ml_collections.Con
       eval_crop="none", eval_resize=None, shuffle_buffer=10_000, prefetch=2,
       local_views=0, local_image_size=96, local_crop_scale=(0.05, 0.4))
   config.data.update(data)
-  config.augment = augment.digits_augment()
+  config.augment = augmentations.digits_augment()
   return config
 
 
@@ -49,7 +51,7 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def digits_splits(data_dir):
   """The prepared digits splits as numpy: {split: (images, labels)}."""
-  builder = pipeline.load_builder(make_config(data_dir))
+  builder = stream.load_builder(make_config(data_dir))
   out = {}
   for split in ("train", "test"):
     data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
@@ -61,7 +63,7 @@ def digits_splits(data_dir):
 def read_mode(request, monkeypatch):
   """Runs a test on both training paths: decoded in-memory cache, and streamed records."""
   if request.param == "streamed":
-    monkeypatch.setattr(pipeline, "_MAX_CACHED_BYTES", 0)
+    monkeypatch.setattr(image_pipeline, "_MAX_CACHED_BYTES", 0)
   return request.param
 
 
@@ -72,7 +74,7 @@ def _examples(images, labels) -> collections.Counter:
 
 
 def _train(config, start_step=0, num=1, process_index=0, process_count=1):
-  return list(itertools.islice(pipeline.train_batches(
+  return list(itertools.islice(image_pipeline.train_batches(
       config, start_step=start_step, process_index=process_index,
       process_count=process_count), num))
 
@@ -89,7 +91,7 @@ def _assert_same_batches(a, b):
 
 
 def test_digits_builder(data_dir, digits_splits):
-  builder = pipeline.load_builder(make_config(data_dir))
+  builder = stream.load_builder(make_config(data_dir))
   assert builder.name == "digits" and str(builder.version) == "1.0.0"
   assert builder.info.splits["train"].num_examples == NUM_TRAIN
   assert builder.info.splits["test"].num_examples == NUM_TEST
@@ -98,9 +100,9 @@ def test_digits_builder(data_dir, digits_splits):
     assert images.shape == (size, 8, 8, 1) and images.dtype == np.uint8
     assert images.max() == 255
     assert set(labels.tolist()) == set(range(10))
-  assert pipeline.dataset_info(make_config(data_dir)) == pipeline.DatasetInfo(
+  assert image_pipeline.dataset_info(make_config(data_dir)) == DatasetInfo(
       num_train_examples=NUM_TRAIN, num_test_examples=NUM_TEST, num_classes=10,
-      image_shape=(8, 8, 1), class_names=tuple(str(digit) for digit in range(10)))
+      input_shape=(8, 8, 1), class_names=tuple(str(digit) for digit in range(10)))
 
 
 def test_digits_split_is_stratified_and_complete(digits_splits):
@@ -167,7 +169,7 @@ def test_process_shards_are_disjoint_and_cover_the_epoch(
 
 
 def test_eval_batches_cover_split_once_in_order(data_dir, digits_splits):
-  batches = list(pipeline.eval_batches(make_config(data_dir), "test", batch_size=100))
+  batches = list(image_pipeline.eval_batches(make_config(data_dir), "test", batch_size=100))
   assert len(batches) == 6
   mask = np.concatenate([b["mask"] for b in batches])
   np.testing.assert_array_equal(mask, np.arange(600) < NUM_TEST)
@@ -181,7 +183,7 @@ def test_eval_batches_cover_split_once_in_order(data_dir, digits_splits):
 
 def test_eval_batches_per_process(data_dir, digits_splits):
   config = make_config(data_dir)
-  per_process = [list(pipeline.eval_batches(
+  per_process = [list(image_pipeline.eval_batches(
       config, "test", batch_size=64, process_index=i, process_count=2)) for i in range(2)]
   assert len(per_process[0]) == len(per_process[1]) == 5  # ceil(270 / 64)
   seen = collections.Counter()
@@ -205,7 +207,7 @@ def test_mock_cifar10(data_dir):
     assert batches[0]["views"].dtype == np.uint8
     assert not np.array_equal(batches[0]["views"][:, 0], batches[0]["views"][:, 1])
     _assert_same_batches(batches[1:], _train(config, start_step=1, num=4))
-    evals = list(pipeline.eval_batches(config, "test", batch_size=8))
+    evals = list(image_pipeline.eval_batches(config, "test", batch_size=8))
   assert [b["mask"].sum() for b in evals] == [8, 8, 4]
   assert evals[0]["image"].shape == (8, 32, 32, 3)
 
@@ -216,12 +218,12 @@ def test_mock_imagenet(data_dir):
       image_size=64, flip=True, eval_crop="center", eval_resize=73)
   config.batch_size = 8
   with tfds.testing.mock_data(num_examples=12):
-    info = pipeline.dataset_info(config)
-    assert info.num_classes == 1000 and info.image_shape == (64, 64, 3)
+    info = image_pipeline.dataset_info(config)
+    assert info.num_classes == 1000 and info.input_shape == (64, 64, 3)
     [batch] = _train(config)
     assert batch["views"].shape == (8, 2, 64, 64, 3)
     assert batch["label"].dtype == np.int32
-    evals = list(pipeline.eval_batches(config, "validation", batch_size=8))
+    evals = list(image_pipeline.eval_batches(config, "validation", batch_size=8))
   assert [b["image"].shape for b in evals] == [(8, 64, 64, 3)] * 2
   assert [b["mask"].sum() for b in evals] == [8, 4]
 
@@ -250,24 +252,24 @@ def test_multi_crop_local_views(data_dir, read_mode, crop):
 
 def test_unknown_dataset_is_a_user_error(data_dir):
   with pytest.raises(UserError, match="unknown dataset 'no_such_dataset'") as e:
-    pipeline.load_builder(make_config(data_dir, "no_such_dataset"))
+    stream.load_builder(make_config(data_dir, "no_such_dataset"))
   assert "\n" not in str(e.value)
 
 
 def test_unprepared_dataset_is_a_user_error(tmp_path):
   with pytest.raises(UserError, match="tfds build cifar10"):
-    pipeline.load_builder(make_config(tmp_path, "cifar10"))
+    stream.load_builder(make_config(tmp_path, "cifar10"))
 
 
 def test_bad_split_and_batch_size_are_user_errors(data_dir):
   with pytest.raises(UserError, match="'trian'"):
-    pipeline.load_builder(make_config(data_dir, train_split="trian"))
+    stream.load_builder(make_config(data_dir, train_split="trian"))
   with pytest.raises(UserError, match="empty or invalid"):
-    pipeline.load_builder(make_config(data_dir, train_split="train[:0]"))
+    stream.load_builder(make_config(data_dir, train_split="train[:0]"))
   config = make_config(data_dir)
   config.batch_size = 2048
   with pytest.raises(UserError, match="batch_size 2048"):
-    pipeline.train_batches(config, start_step=0, process_index=0, process_count=1)
+    image_pipeline.train_batches(config, start_step=0, process_index=0, process_count=1)
 
 
 # On-device augmentation.
@@ -282,7 +284,7 @@ def _random_views(shape, seed=0) -> jax.Array:
 
 
 def test_augment_views_digits_preset():
-  config = _augment_config(augment.digits_augment())
+  config = _augment_config(augmentations.digits_augment())
   fn = jax.jit(lambda rng, views: augment.augment_views(rng, views, config))
   views = jnp.repeat(_random_views((4, 1, 8, 8, 1)), 2, axis=1)
   out = fn(jax.random.key(0), views)
@@ -299,7 +301,7 @@ def test_each_op_changes_the_image_at_probability_one_only():
   ops = ("affine_prob", "jitter_prob", "grayscale_prob", "blur_prob", "solarize_prob")
   num_views = len(ops) + 1
   probs = {op: tuple(float(i == k) for i in range(num_views)) for k, op in enumerate(ops)}
-  config = _augment_config(augment.augment_config(
+  config = _augment_config(augmentations.augment_config(
       mean=(0.5,) * 3, std=(0.25,) * 3, brightness=0.4, contrast=0.4, saturation=0.4,
       hue=0.1, rotation=20.0, scale=(0.8, 1.2), translate=0.1, **probs))
   views = jnp.repeat(_random_views((4, 1, 32, 32, 3)), num_views, axis=1)
@@ -317,7 +319,7 @@ def test_each_op_changes_the_image_at_probability_one_only():
 def test_single_channel_skips_colour_ops():
   # Saturation, hue and grayscale do not apply to 1 channel; brightness/contrast do.
   views = _random_views((4, 2, 8, 8, 1))
-  config = _augment_config(augment.augment_config(
+  config = _augment_config(augmentations.augment_config(
       mean=(0.5,), std=(0.5,), jitter_prob=(1.0, 0.0), brightness=0.4, contrast=0.4,
       saturation=0.4, hue=0.1, grayscale_prob=1.0))
   out = jax.jit(lambda r, v: augment.augment_views(r, v, config))(jax.random.key(0), views)
@@ -328,7 +330,7 @@ def test_single_channel_skips_colour_ops():
 
 def test_noise():
   views = _random_views((8, 2, 8, 8, 1))
-  config = _augment_config(augment.augment_config(mean=(0.0,), std=(1.0,), noise_std=0.05))
+  config = _augment_config(augmentations.augment_config(mean=(0.0,), std=(1.0,), noise_std=0.05))
   out = jax.jit(lambda r, v: augment.augment_views(r, v, config))(jax.random.key(0), views)
   noise = out - augment.normalize_images(views, config)
   assert bool(jnp.all((out >= 0.0) & (out <= 1.0)))  # Clipped to the [0, 1] range.
@@ -336,15 +338,15 @@ def test_noise():
 
 
 def test_presets():
-  cifar = augment.cifar_augment()
+  cifar = augmentations.cifar_augment()
   assert (cifar.brightness, cifar.contrast, cifar.saturation, cifar.hue) == (0.4, 0.4, 0.2, 0.1)
   assert (cifar.jitter_prob, cifar.grayscale_prob, cifar.solarize_prob, cifar.blur_prob) == (
       0.8, 0.2, 0.1, 0.0)
-  simclr = augment.simclr_augment(strength=0.5)
+  simclr = augmentations.simclr_augment(strength=0.5)
   assert (simclr.brightness, simclr.hue, simclr.blur_prob) == (0.4, 0.1, 0.5)
   # BYOL's asymmetric views through the whole RGB path.
   config = _augment_config(
-      augment.simclr_augment(blur_prob=(1.0, 0.1), solarize_prob=(0.0, 0.2)))
+      augmentations.simclr_augment(blur_prob=(1.0, 0.1), solarize_prob=(0.0, 0.2)))
   out = jax.jit(lambda r, v: augment.augment_views(r, v, config))(
       jax.random.key(0), _random_views((2, 2, 32, 32, 3)))
   assert out.shape == (2, 2, 32, 32, 3) and out.dtype == jnp.float32
@@ -352,7 +354,7 @@ def test_presets():
 
 
 def test_normalize_images():
-  config = _augment_config(augment.augment_config(mean=(0.5, 0.25), std=(0.5, 0.25)))
+  config = _augment_config(augmentations.augment_config(mean=(0.5, 0.25), std=(0.5, 0.25)))
   images = jnp.array([[0, 255]], jnp.uint8)
   np.testing.assert_allclose(
       augment.normalize_images(images, config), [[-1.0, 3.0]], rtol=1e-6)
@@ -361,13 +363,13 @@ def test_normalize_images():
 def test_bad_augment_configs_are_user_errors():
   views = _random_views((2, 2, 8, 8, 1))
   with pytest.raises(UserError, match="mean/std"):
-    augment.augment_views(jax.random.key(0), views, _augment_config(augment.cifar_augment()))
-  per_view = augment.digits_augment()
+    augment.augment_views(jax.random.key(0), views, _augment_config(augmentations.cifar_augment()))
+  per_view = augmentations.digits_augment()
   per_view.blur_prob = (0.5, 0.5, 0.5)
   with pytest.raises(UserError, match="blur_prob has 3 entries for 2 views"):
     augment.augment_views(jax.random.key(0), views, _augment_config(per_view))
   with pytest.raises(UserError, match="unknown augmentation keys"):
-    augment.augment_config(mean=(0.5,), std=(0.5,), blurr_prob=1.0)
+    augmentations.augment_config(mean=(0.5,), std=(0.5,), blurr_prob=1.0)
 
 
 def test_augment_imports_without_tensorflow():

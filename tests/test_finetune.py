@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from ssl_jax.data import augment
+from configs.recipes import augmentations
 from ssl_jax.eval import finetune
 
 
@@ -65,8 +65,8 @@ def test_finetuning_learns_what_the_initial_features_cannot_separate():
   neither class's bar covers (columns 0-2 or 4-6): a head on the initial features is at
   chance, so fine-tuning must move the weights, not only the head."""
   config = ml_collections.ConfigDict({
-      "augment": augment.augment_config(mean=(0.3,), std=(0.3,)), "data": {"flip": False},
-      "eval": {"finetune": {"batch_size": 32, "lr": 3e-2, "max_shift": 0.0}}})
+      "augment": augmentations.augment_config(mean=(0.3,), std=(0.3,)), "data": {"flip": False}})
+  settings = ml_collections.ConfigDict({"batch_size": 32, "lr": 3e-2, "max_shift": 0.0})
 
   def represent(params, extra, images):
     del extra
@@ -78,10 +78,10 @@ def test_finetuning_learns_what_the_initial_features_cannot_separate():
   params = {"w": jnp.asarray(w0 * mask.reshape(64, 1))}
   train_x, train_y = _toy_task(64, 0)
   test_x, test_y = _toy_task(200, 1)
-  predict = finetune.finetune(represent, params, {}, config, train_x, train_y, 2, steps=60,
-                              seed=0)
+  predict = finetune.finetune(represent, params, {}, config, settings, train_x, train_y, 2,
+                              steps=60, seed=0)
   accuracy = np.mean(np.argmax(np.asarray(predict(jnp.asarray(test_x))), axis=1) == test_y)
   assert accuracy > 0.95
-  again = finetune.finetune(represent, params, {}, config, train_x, train_y, 2, steps=60,
-                            seed=0)
+  again = finetune.finetune(represent, params, {}, config, settings, train_x, train_y, 2,
+                            steps=60, seed=0)
   np.testing.assert_array_equal(predict(jnp.asarray(test_x[:8])), again(jnp.asarray(test_x[:8])))

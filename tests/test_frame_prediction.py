@@ -33,8 +33,8 @@ def _tiny(data_dir, variant="moving_digits,runlocal=True", **dotted):
   config.unlock()
   return override(config, **{
       "data.data_dir": data_dir, "batch_size": 16, "total_steps": 3, "evaluate_at_end": False,
-      "mesh_data_axis": 1, "eval.protocols": ("linear", "knn"), "eval.labels_per_class": (5,),
-      "eval.seeds": 1, "eval.num_pictures": 2, **_TINY_NETWORK, **dotted})
+      "mesh_data_axis": 1, "evals.probes.protocols": ("linear", "knn"), "evals.probes.labels_per_class": (5,),
+      "evals.probes.seeds": 1, "evals.pictures.num_pictures": 2, **_TINY_NETWORK, **dotted})
 
 
 def test_moving_digits_are_deterministic_inside_the_canvas_and_bounce():

@@ -11,7 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from ssl_jax import config_lib, methods, parallel, train
-from ssl_jax.data import pipeline
+from ssl_jax.data import image_pipeline
 from tiny_configs import JOINT_EMBEDDING, assert_trees_close, host_copy, override, tiny_method
 
 SGD_LR = {"vicreg": 0.05}  # VICReg's loss is ~25x larger; at 0.5 plain SGD diverges.
@@ -43,7 +43,7 @@ def test_sharded_equals_single_device_and_a_short_run_does_not_collapse(name, da
   config = tiny_method(name, data_dir, batch_size=64, **{
       "optimizer.name": "sgd", "optimizer.lr": SGD_LR.get(name, 0.5),
       "optimizer.weight_decay": 1e-4, "optimizer.warmup_steps": 20})
-  batches = pipeline.train_batches(config, start_step=0, process_index=0, process_count=1)
+  batches = image_pipeline.train_batches(config, start_step=0, process_index=0, process_count=1)
   batches = [next(batches) for _ in range(100)]
   trainers = {size: train.Trainer(config, methods.build(config, LENGTH),
                                   parallel.make_mesh(size), (8, 8, 1), 10, LENGTH)

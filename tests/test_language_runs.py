@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 from configs import causal_lm, mlm
 from ssl_jax import evaluate, fill_mask, generate, train
 from ssl_jax.errors import UserError
-from ssl_jax.eval import features
+from ssl_jax.modalities import text as text_modality
 from tests.tiny_configs import override
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,8 +23,8 @@ def _tiny(module, variant="python_docs,runlocal=True", **dotted):
   config = module.get_config(variant)
   config.unlock()
   return override(config, **{"batch_size": 16, "total_steps": 3, "evaluate_at_end": False,
-                             "mesh_data_axis": 1, "eval.protocols": ("linear", "knn"),
-                             "eval.labels_per_class": (5,), "eval.seeds": 1, **dotted})
+                             "mesh_data_axis": 1, "evals.probes.protocols": ("linear", "knn"),
+                             "evals.probes.labels_per_class": (5,), "evals.probes.seeds": 1, **dotted})
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_causal_report_has_held_out_perplexity(causal_run):
 def test_bag_of_words_counts_words_only():
   tokens = np.array([[2, 7, 7, 9, 3, 0], [2, 4, 8, 3, 0, 0]], np.int32)
   mask = (tokens != 0).astype(np.int32)
-  bag = np.asarray(features.bag_of_words_fn(12)({"tokens": tokens, "attention_mask": mask}))
+  bag = np.asarray(text_modality.bag_of_words(12)({"tokens": tokens, "attention_mask": mask}))
   expected = np.zeros((2, 12))
   expected[0, 7], expected[0, 9], expected[1, 8] = np.log(3), np.log(2), np.log(2)
   expected /= np.linalg.norm(expected, axis=1, keepdims=True)

@@ -160,22 +160,22 @@ def test_rejects_bad_inputs(digits_split):
 
 
 def test_evaluation_protocol_uses_the_configured_l2_rule(digits_split):
-  """`evaluate.run_protocol("linear")`: "fixed" is scikit-learn's C per labelled row, "heldout"
+  """`probes.run_protocol("linear")`: "fixed" is scikit-learn's C per labelled row, "heldout"
   is `linear_probe_with_selection` seeded by the draw (sharding is tested above)."""
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from ssl_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from ssl_jax.evaluators import probes  # pylint: disable=g-import-not-at-top
   train, test, train_labels, test_labels = digits_split
   labelled = np.arange(300)
   settings = ml_collections.ConfigDict(dict(linear_c=1.0, linear_max_iter=1000, linear_tol=1e-4,
                                             linear_l2="fixed"))
-  fixed = evaluate.run_protocol("linear", (train, train_labels), (test, test_labels), labelled,
-                                10, settings)
+  fixed = probes.run_protocol("linear", (train, train_labels), (test, test_labels), labelled,
+                              10, settings)
   expected = linear_probe.linear_probe(train[:300], train_labels[:300], test, num_classes=10,
                                        l2=1.0 / 300)
   assert fixed == np.mean(expected == test_labels)
   settings.linear_l2 = "heldout"
-  heldout = evaluate.run_protocol("linear", (train, train_labels), (test, test_labels), labelled,
-                                  10, settings, seed=1)
+  heldout = probes.run_protocol("linear", (train, train_labels), (test, test_labels), labelled,
+                                10, settings, seed=1)
   predictions, _ = linear_probe.linear_probe_with_selection(
       train[:300], train_labels[:300], test, num_classes=10, seed=1)
   assert heldout == np.mean(predictions == test_labels)

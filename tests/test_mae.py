@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 
 from configs import mae as mae_config
 from ssl_jax import config_lib, losses, methods, parallel, train
-from ssl_jax.data import augment
+from configs.recipes import augmentations
 from ssl_jax.errors import UserError
 from ssl_jax.methods import mae
 from ssl_jax.models import build_encoder
@@ -209,7 +209,8 @@ def test_sharded_step_equals_single_device_step():
   assert jax.device_count() == 8, "conftest.py must give 8 fake CPU devices"
   config = tiny_mae(**{"optimizer.name": "sgd", "optimizer.lr": 0.05,
                        "optimizer.weight_decay": 1e-4})
-  config.augment = augment.augment_config(mean=augment.DIGITS_MEAN, std=augment.DIGITS_STD)
+  config.augment = augmentations.augment_config(mean=augmentations.DIGITS_MEAN,
+                                                std=augmentations.DIGITS_STD)
   rng = np.random.default_rng(0)
   batches = [{"views": rng.integers(0, 256, (32, 1, 8, 8, 1), np.uint8),
               "label": rng.integers(0, 10, (32,), np.int32)} for _ in range(3)]

@@ -6,7 +6,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import colorization
-from ssl_jax.data import pipeline
+from ssl_jax.data import image_pipeline, stream
+from ssl_jax.data.inputs import DatasetInfo
 from ssl_jax.data.builders import photos
 
 NUM_CLASSES, TRAIN_PER_CLASS, TEST_PER_CLASS = 10, 400, 80
@@ -23,7 +24,7 @@ def prepared(tmp_path_factory):
   config = colorization.get_config("photos")
   config.unlock()
   config.data.data_dir = str(tmp_path_factory.mktemp("tfds"))
-  builder = pipeline.load_builder(config)
+  builder = stream.load_builder(config)
   splits = {split: tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
             for split in ("train", "test")}
   return config, builder, splits
@@ -41,8 +42,8 @@ def test_builder_shapes_counts_and_labels(prepared):
     # Real colour photographs: the channels differ and the patches vary.
     assert np.abs(images[..., 0].astype(int) - images[..., 2]).mean() > 10
     assert images.std() > 40
-  assert pipeline.dataset_info(config) == pipeline.DatasetInfo(
-      num_train_examples=4000, num_test_examples=800, num_classes=10, image_shape=(32, 32, 3),
+  assert image_pipeline.dataset_info(config) == DatasetInfo(
+      num_train_examples=4000, num_test_examples=800, num_classes=10, input_shape=(32, 32, 3),
       class_names=tuple(photo.name for photo in photos.PHOTOS))
 
 

@@ -5,13 +5,14 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from ssl_jax import evaluate
+from ssl_jax import report as report_lib
 from ssl_jax.data import augment
+from configs.recipes import augmentations
 from ssl_jax.eval import pictures
 
 
 def _config(mean, std):
-  return ml_collections.ConfigDict({"augment": augment.augment_config(mean=mean, std=std)})
+  return ml_collections.ConfigDict({"augment": augmentations.augment_config(mean=mean, std=std)})
 
 
 def test_to_pixels_inverts_the_training_normalisation():
@@ -47,7 +48,8 @@ def test_draw_write_and_link_in_the_report(tmp_path):
     del extra, rng  # a "reconstruction" that is the input scaled by a parameter
     return {"reconstructions": jnp.stack([normalised, params["gain"] * normalised], axis=1)}
 
-  drawn = pictures.draw(draw_fn, {"gain": jnp.asarray(-1.0)}, {}, images, config, seed=0)
+  drawn = pictures.draw(draw_fn, {"gain": jnp.asarray(-1.0)}, {}, images,
+                         lambda x: augment.normalize_images(x, config), config, seed=0)
   names = pictures.write(drawn, str(tmp_path))
   assert names == ["reconstructions.png"]
   written = np.asarray(Image.open(tmp_path / "reconstructions.png"))
@@ -59,4 +61,4 @@ def test_draw_write_and_link_in_the_report(tmp_path):
   report = {"dataset": "digits", "checkpoint_step": 3, "pictures": names,
             "results": [{"features": "ssl", "protocol": "linear", "labels_per_class": None,
                          "accuracy": 0.5, "std": 0.0, "seeds": 1}]}
-  assert "![reconstructions.png](reconstructions.png)" in evaluate.markdown_table(report)
+  assert "![reconstructions.png](reconstructions.png)" in report_lib.markdown_table(report)

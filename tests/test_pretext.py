@@ -14,7 +14,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from ssl_jax import config_lib, methods, train
-from ssl_jax.data import pipeline
+from ssl_jax.data import image_pipeline
 from ssl_jax.errors import UserError
 from ssl_jax.methods import jigsaw, rotation
 from ssl_jax.models import build_encoder
@@ -268,7 +268,7 @@ def test_sharded_equals_single_device(name, data_dir):
   config = tiny_config(name, **{"data.data_dir": data_dir, "optimizer.name": "sgd",
                                 "optimizer.lr": 0.5, "optimizer.weight_decay": 1e-4,
                                 "optimizer.warmup_steps": 20})
-  batches = pipeline.train_batches(config, start_step=0, process_index=0, process_count=1)
+  batches = image_pipeline.train_batches(config, start_step=0, process_index=0, process_count=1)
   batches = [next(batches) for _ in range(3)]
   assert_sharded_equals_single_device(steps_on_meshes(config, batches, (8, 8, 1), LENGTH))
 

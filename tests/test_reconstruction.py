@@ -15,8 +15,8 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from scipy.stats import binom, norm
 
-from ssl_jax import config_lib, corruptions, losses, methods, parallel, train
-from ssl_jax.data import pipeline
+from ssl_jax import config_lib, corruptions, losses, main, methods, parallel, train
+from ssl_jax.data import image_pipeline
 from ssl_jax.errors import UserError
 from ssl_jax.models import apply_in_eval_mode, build_encoder
 from ssl_jax.models.decoder import Decoder, EncoderDecoder, GaussianEncoderDecoder
@@ -261,11 +261,12 @@ def test_training_then_evaluation_writes_the_vaes_pictures_into_the_report(data_
   one feature source and one device, to keep it fast; sharded evaluation is test_train's)."""
   config = tiny_reconstruction("vae", data_dir, total_steps=2, evaluate_at_end=True,
                                mesh_data_axis=1, **{
-      "eval.protocols": ("knn",), "eval.feature_sources": ("ssl",),
-      "eval.labels_per_class": (0,), "eval.seeds": 1, "eval.num_pictures": 3,
-      "eval.plots": True, "eval.finetune.fractions": ()})
+      "evals.probes.protocols": ("knn",), "eval.feature_sources": ("ssl",),
+      "evals.probes.labels_per_class": (0,), "evals.probes.seeds": 1,
+      "evals.pictures.num_pictures": 3, "evals.plots.enabled": True,
+      "evals.finetune.fractions": ()})
   workdir = str(tmp_path / "vae")
-  train.run(config, workdir)
+  main.run(config, workdir)
   report = json.load(open(os.path.join(workdir, "eval", "report.json")))
   assert report["pictures"] == ["reconstructions.png", "samples.png", "traversal.png"]
   assert report["plots"] == ["accuracy_vs_labels.png", "feature_map.png"]
@@ -356,7 +357,7 @@ def test_sharded_equals_single_device_for_three_steps(name, initial_states):
   corruptions and the VAE's samples are the same draws however the batch is split)."""
   assert jax.device_count() == 8, "conftest.py must give 8 fake CPU devices"
   config, single, initial = initial_states(name)
-  batches = pipeline.train_batches(config, start_step=0, process_index=0, process_count=1)
+  batches = image_pipeline.train_batches(config, start_step=0, process_index=0, process_count=1)
   batches = [next(batches) for _ in range(3)]
   del single  # the pictures tests' trainer; the helper builds one per mesh
   results = steps_on_meshes(config, batches, (8, 8, 1), LENGTH, initial=initial)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from ssl_jax.data import pipeline
+from ssl_jax.data import stream
 from ssl_jax.data import tokenizer as tokenization
 from ssl_jax.data.builders import python_docs
 
@@ -34,12 +34,12 @@ def _read(builder) -> dict[str, dict[str, np.ndarray]]:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-  """Both configs prepared offline into a fresh data dir by `pipeline.load_builder`, read
+  """Both configs prepared offline into a fresh data dir by `stream.load_builder`, read
   back as numpy: {config: (builder, {split: features})}."""
   data_dir = tmp_path_factory.mktemp("tfds")
   prepared = {}
   for name in ("plain", "labelled"):
-    builder = pipeline.load_builder(_config(data_dir, name))
+    builder = stream.load_builder(_config(data_dir, name))
     prepared[name] = builder, _read(builder)
   return prepared
 

@@ -14,7 +14,7 @@ from jax.experimental.compilation_cache import compilation_cache as cache_lib
 
 from configs import simclr
 from ssl_jax import checkpoint as checkpoint_lib
-from ssl_jax import methods, train
+from ssl_jax import main, methods, train
 from ssl_jax.errors import TrainingDivergedError
 from tiny_configs import override, tiny_digits
 
@@ -105,7 +105,7 @@ def test_one_step_on_mock_tfds(tmp_path, variant, num_examples):
 @pytest.mark.usefixtures("compilation_cache")
 def test_pretrain_then_evaluate_from_checkpoint(tmp_path, data_dir):
   workdir = str(tmp_path / "run")
-  train.run(tiny_digits(data_dir, total_steps=12, evaluate_at_end=True), workdir)
+  main.run(tiny_digits(data_dir, total_steps=12, evaluate_at_end=True), workdir)
   report = json.load(open(os.path.join(workdir, "eval", "report.json")))
   assert report["dataset"] == "digits" and report["checkpoint_step"] == 12
   rows = {(r["features"], r["protocol"], r["labels_per_class"]): r for r in report["results"]}

@@ -25,8 +25,8 @@ def tiny_digits(data_dir: str, **dotted) -> ml_collections.ConfigDict:
       "encoder.widths": (8, 16), "projector.hidden_dim": 32, "projector.output_dim": 16,
       "batch_size": 32, "total_steps": 6, "log_every_steps": 2, "checkpoint_every_steps": 3,
       "optimizer.warmup_steps": 2, "data.data_dir": data_dir, "evaluate_at_end": False,
-      "eval.labels_per_class": (1, 0), "eval.seeds": 2, "eval.plots": False,
-      "eval.finetune.fractions": ()})
+      "evals.probes.labels_per_class": (1, 0), "evals.probes.seeds": 2, "evals.plots.enabled": False,
+      "evals.finetune.fractions": ()})
   return override(config, **dotted)
 
 
@@ -58,8 +58,8 @@ def tiny_method(name: str, data_dir: str, **dotted) -> ml_collections.ConfigDict
   override(config, **{
       "encoder.widths": (8, 16), "batch_size": 32, "total_steps": 6, "log_every_steps": 2,
       "checkpoint_every_steps": 3, "optimizer.warmup_steps": 2, "data.data_dir": data_dir,
-      "evaluate_at_end": False, "eval.labels_per_class": (1, 0), "eval.seeds": 2,
-      "eval.plots": False, "eval.finetune.fractions": (), **heads})
+      "evaluate_at_end": False, "evals.probes.labels_per_class": (1, 0), "evals.probes.seeds": 2,
+      "evals.plots.enabled": False, "evals.finetune.fractions": (), **heads})
   return override(config, **dotted)
 
 

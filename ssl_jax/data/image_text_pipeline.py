@@ -4,7 +4,7 @@ and WordPiece token rows.
 Datasets hold an image, a list of captions (`config.data.caption_key`, a sequence of dicts
 whose `caption_text_key` is the text: the layout of TFDS `coco_captions`, five or more per
 image, and of the embedded `captioned_images`, three) and optionally a label. The guarantees
-are those of `ssl_jax.data.pipeline`: a training stream is a pure function of (config.seed,
+are those of `ssl_jax.data.stream`: a training stream is a pure function of (config.seed,
 step) and resumes exactly; evaluation reads each split once, in order, padded to whole
 batches with a `mask`.
 
@@ -33,7 +33,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from tokenizers import Tokenizer
 
-from ssl_jax.data import pipeline, text_pipeline
+from ssl_jax.data import image_pipeline, stream, text_pipeline
+from ssl_jax.data.inputs import DatasetInfo
 from ssl_jax.errors import UserError
 
 
@@ -45,10 +46,10 @@ def _keys(config: Any) -> tuple[str, str, str, str | None]:
 
 def _checked_builder(config: Any) -> tfds.core.DatasetBuilder:
   """The dataset's builder, its features and the pipeline's settings checked (UserErrors)."""
-  builder, data = pipeline.load_builder(config), config.data
+  builder, data = stream.load_builder(config), config.data
   image_key, caption_key, text_key, label_key = _keys(config)
   for key in (image_key, caption_key) + ((label_key,) if label_key else ()):
-    pipeline.dataset_feature(builder, key)
+    stream.dataset_feature(builder, key)
   captions = builder.info.features[caption_key]
   if text_key not in getattr(captions, "feature", {}):
     raise UserError(f"dataset '{builder.name}' feature '{caption_key}' is not a sequence of "
@@ -62,14 +63,14 @@ def _checked_builder(config: Any) -> tfds.core.DatasetBuilder:
   return builder
 
 
-def dataset_info(config: Any) -> pipeline.DatasetInfo:
+def dataset_info(config: Any) -> DatasetInfo:
   """Sizes, classes and their names, and the training image's shape."""
   builder = _checked_builder(config)
   label_key = _keys(config)[3]
-  return pipeline.DatasetInfo(
-      *pipeline.sizes_and_classes(builder, config.data),
-      image_shape=pipeline.view_shape(builder, config.data, config.data.crop, "crop"),
-      class_names=pipeline.class_names(builder, label_key))
+  return DatasetInfo(
+      *stream.sizes_and_classes(builder, config.data),
+      input_shape=image_pipeline.view_shape(builder, config.data, config.data.crop, "crop"),
+      class_names=stream.class_names(builder, label_key))
 
 
 def run_tokenizer(config: Any, workdir: str, create: bool) -> Tokenizer:
@@ -78,7 +79,7 @@ def run_tokenizer(config: Any, workdir: str, create: bool) -> Tokenizer:
   _, caption_key, text_key, _ = _keys(config)
 
   def training_texts() -> list[str]:
-    ds = pipeline.open_split(pipeline.load_builder(config), config.data.train_split,
+    ds = stream.open_split(stream.load_builder(config), config.data.train_split,
                              decoders=tfds.decode.PartialDecoding({caption_key: True}))
     return [text.decode("utf-8")
             for example in ds.take(config.tokenizer.train_texts).as_numpy_iterator()
@@ -108,21 +109,20 @@ def train_batches(config: Any, tokenizer: Tokenizer, *, start_step: int, process
   """
   builder, data = _checked_builder(config), config.data
   image_key, caption_key, text_key, label_key = _keys(config)
-  part = pipeline.training_shard(config, builder, start_step, process_index, process_count)
-  shape = pipeline.view_shape(builder, data, data.crop, "crop")
-  cached = pipeline.fits_in_memory(builder, image_key, part.shard_size)
-  decode = pipeline.image_decoder(builder, image_key)
-  epoch_order = pipeline.epoch_order_fn(builder, part.shard, part.shard_size,
+  part = stream.training_shard(config, builder, start_step, process_index, process_count)
+  shape = image_pipeline.view_shape(builder, data, data.crop, "crop")
+  cached = image_pipeline.fits_in_memory(builder, image_key, part.shard_size)
+  decode = image_pipeline.image_decoder(builder, image_key)
+  epoch_order = stream.epoch_order_fn(builder, part.shard, part.shard_size,
                                         _decoders(config, cached), cached, data.shuffle_buffer)
-  ds = pipeline.seeded_epochs(epoch_order, part.base_key, part.steps_per_epoch, part.batch,
-                              start_step, draws=3)
+  ds = stream.seeded_epochs(epoch_order, part, start_step, stream.UniformDraws(3))
 
   def pair(example: dict[str, Any], draws: tf.Tensor) -> dict[str, tf.Tensor]:
     """One image (decoded unless cached, cropped) and the caption draws[0] picks."""
     image = example[image_key] if cached else decode(example[image_key])
     if data.crop == "random_resized":
       crop_seed = tf.cast(draws[1:] * 2.0**31, tf.int64)
-      image = pipeline.random_resized_crop(image, crop_seed, data.image_size, data.crop_scale,
+      image = image_pipeline.random_resized_crop(image, crop_seed, data.image_size, data.crop_scale,
                                            data.crop_ratio)
     captions = example[caption_key][text_key]
     count = tf.shape(captions)[0]
@@ -154,16 +154,16 @@ def eval_batches(config: Any, tokenizer: Tokenizer, split: str, *, batch_size: i
   batches as the largest shard."""
   builder, data = _checked_builder(config), config.data
   image_key, caption_key, text_key, label_key = _keys(config)
-  shard, num_batches = pipeline.eval_shard(builder, split, batch_size, process_index,
+  shard, num_batches = stream.eval_shard(builder, split, batch_size, process_index,
                                            process_count)
-  shape = pipeline.view_shape(builder, data, data.eval_crop, "eval_crop")
-  decode = pipeline.image_decoder(builder, image_key)
+  shape = image_pipeline.view_shape(builder, data, data.eval_crop, "eval_crop")
+  decode = image_pipeline.image_decoder(builder, image_key)
   per_image = data.eval_captions
 
   def preprocess(example: dict[str, Any]) -> dict[str, tf.Tensor]:
     image = decode(example[image_key])
     if data.eval_crop == "center":
-      image = pipeline.resize_and_center_crop(image, data.eval_resize, data.image_size)
+      image = image_pipeline.resize_and_center_crop(image, data.eval_resize, data.image_size)
     captions = example[caption_key][text_key][:per_image]
     count = tf.shape(captions)[0]
     out = {"image": tf.ensure_shape(image, shape),
@@ -174,9 +174,9 @@ def eval_batches(config: Any, tokenizer: Tokenizer, split: str, *, batch_size: i
       out["label"] = tf.cast(example[label_key], tf.int32)
     return out
 
-  ds = pipeline.open_split(builder, shard, decoders=_decoders(config, decode_images=False))
+  ds = stream.open_split(builder, shard, decoders=_decoders(config, decode_images=False))
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-  for examples in pipeline.padded_batches(ds, num_batches, batch_size, data.prefetch):
+  for examples in stream.padded_batches(ds, num_batches, batch_size, data.prefetch):
     rows = text_pipeline.encode_texts(tokenizer, _decoded(examples.pop("captions")), None,
                                       data.max_length)
     length = data.max_length

@@ -1,52 +1,58 @@
-"""A run's input pipeline, images, text, sequences, videos or image–caption pairs, behind one
-surface for the trainer and evaluation.
+"""A run's input data behind one surface for the trainer and evaluation: the dataset's sizes,
+its training stream and its evaluation batches.
 
-`config.data.modality` picks the pipeline: "image" (the default; `ssl_jax.data.pipeline`),
-"text" (`ssl_jax.data.text_pipeline`, whose batches need the run's tokenizer, kept in the
-workdir), "sequence" (`ssl_jax.data.sequence_pipeline`: sensor channels, audio), "video"
-(`ssl_jax.data.video_pipeline`: clips of frames) or "image_text"
-(`ssl_jax.data.image_text_pipeline`: images with captions, which also need the tokenizer).
-Neither `train.py` nor `evaluate.py` branches on the modality: they ask `Inputs` for the
-dataset's sizes, the training stream and evaluation batches.
+`Inputs` asks the run's modality (`ssl_jax.modalities`, found by `config.data.modality`) for
+each of them, so neither the trainer nor the evaluation names a modality or a pipeline. This
+module needs no TensorFlow; the modality imports its pipeline when data is first read.
 """
 from collections.abc import Iterator
-import importlib
+import dataclasses
 from typing import Any
 
 import numpy as np
 
 from ssl_jax.errors import UserError
 
-# The pipeline module of each modality, in `ssl_jax.data`; each has dataset_info,
-# train_batches and eval_batches (the `_TOKENIZED` ones also take the run's tokenizer).
-_PIPELINES = {"image": "pipeline", "text": "text_pipeline", "sequence": "sequence_pipeline",
-              "video": "video_pipeline", "image_text": "image_text_pipeline"}
-MODALITIES = tuple(_PIPELINES)
-_TOKENIZED = ("text", "image_text")  # modalities whose pipelines take the run's tokenizer
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What the trainer needs to size a run and a model for a dataset, in every modality.
+
+  Attributes:
+    num_train_examples: examples in `config.data.train_split` (all processes).
+    num_test_examples: examples in `config.data.test_split` (0 when it is None).
+    num_classes: classes of the label feature, None when there is no label.
+    input_shape: the shape of one example's model input as the training stream yields it:
+      (H, W, C) for an image view, (L,) for a token row, (T, C) for a signal window,
+      (T, H, W, C) for a clip.
+    class_names: the label feature's class names, when it has them (zero-shot prompts).
+  """
+  num_train_examples: int
+  num_test_examples: int
+  num_classes: int | None
+  input_shape: tuple[int, ...]
+  class_names: tuple[str, ...] | None = None
 
 
 class Inputs:
   """The configured dataset's sizes, training stream and evaluation batches.
 
-  `workdir` is where a text run keeps its tokenizer; `create_tokenizer` lets training learn it
-  when it is missing (evaluation and inference only read it).
+  `workdir` is where a run keeps what its pipeline learns from the training split (a text
+  run's tokenizer); `create_tokenizer` lets training learn it when it is missing (evaluation
+  and inference only read it).
   """
 
   def __init__(self, config: Any, workdir: str | None = None, create_tokenizer: bool = False):
+    from ssl_jax import modalities  # pylint: disable=g-import-not-at-top  (it imports DatasetInfo)
     self.config = config
-    self.modality = config.data.get("modality", "image")
-    if self.modality not in MODALITIES:
-      raise UserError(f"config.data.modality must be one of {MODALITIES}, got "
-                      f"{self.modality!r}")
+    self.modality = modalities.find(config)
     self._workdir = workdir
     self._create_tokenizer = create_tokenizer
     self._tokenizer = None
-    self._pipeline = importlib.import_module(f"ssl_jax.data.{_PIPELINES[self.modality]}")
 
-  def info(self):
-    """The pipeline's `DatasetInfo`, `TextDatasetInfo`, `SequenceDatasetInfo` or
-    `VideoDatasetInfo`: example counts, classes, `input_shape`."""
-    return self._pipeline.dataset_info(self.config)
+  def info(self) -> DatasetInfo:
+    """Example counts, classes, `input_shape` and class names of the configured dataset."""
+    return self.modality.dataset_info(self.config)
 
   @property
   def tokenizer(self):
@@ -54,24 +60,20 @@ class Inputs:
     if self._tokenizer is None:
       if self._workdir is None:
         raise UserError("text inputs need the run's workdir, where its tokenizer is kept")
-      self._tokenizer = self._pipeline.run_tokenizer(self.config, self._workdir,
+      self._tokenizer = self.modality.load_tokenizer(self.config, self._workdir,
                                                      self._create_tokenizer)
     return self._tokenizer
-
-  def _leading_arguments(self) -> tuple:
-    """The config, and for text the tokenizer: what every pipeline function takes first."""
-    return (self.config, self.tokenizer) if self.modality in _TOKENIZED else (self.config,)
 
   def train_batches(self, *, start_step: int, process_index: int, process_count: int
                     ) -> Iterator[dict[str, np.ndarray]]:
     """This process's endless training stream from `start_step` (exactly resumable)."""
-    return self._pipeline.train_batches(*self._leading_arguments(), start_step=start_step,
-                                        process_index=process_index,
-                                        process_count=process_count)
+    return self.modality.train_batches(self, start_step=start_step,
+                                       process_index=process_index,
+                                       process_count=process_count)
 
   def eval_batches(self, split: str, *, batch_size: int, process_index: int = 0,
                    process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
     """This process's share of `split`, once, in order, with a `mask` on padding rows."""
-    return self._pipeline.eval_batches(*self._leading_arguments(), split,
-                                       batch_size=batch_size, process_index=process_index,
-                                       process_count=process_count)
+    return self.modality.eval_batches(self, split, batch_size=batch_size,
+                                      process_index=process_index,
+                                      process_count=process_count)

@@ -1,6 +1,6 @@
 """Host input pipeline for sequences: TFDS signals (sensor channels, audio) -> [b, T, C] float.
 
-The sequence counterpart of `ssl_jax.data.pipeline` (images) and `text_pipeline`, with the
+The sequence counterpart of `ssl_jax.data.image_pipeline` (images) and `text_pipeline`, with the
 same guarantees: a training stream is a pure function of (config.seed, step) and resumes
 exactly; evaluation reads each split once, in order, padded to whole batches with a `mask`.
 
@@ -23,7 +23,6 @@ datasets), so that channels of different units (LPC cepstra, accelerations, angu
 weigh alike and no test statistic leaks into training. Raw audio keeps its [-1, 1] scale.
 """
 from collections.abc import Iterator
-import dataclasses
 import math
 from typing import Any
 
@@ -31,28 +30,16 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from ssl_jax.data import pipeline
+from ssl_jax.data import stream
+from ssl_jax.data.inputs import DatasetInfo
 from ssl_jax.errors import UserError
 
 # Training shards with at most this many float32 values are read once and kept in memory.
 _MAX_CACHED_VALUES = 64 * 2**20
 
 
-@dataclasses.dataclass(frozen=True)
-class SequenceDatasetInfo:
-  """What the trainer needs to size a run and a model for a sequence dataset.
-
-  input_shape: (T, C), one example's window. num_classes: classes of `config.data.label_key`
-  (None without labels).
-  """
-  num_train_examples: int
-  num_test_examples: int
-  num_classes: int | None
-  input_shape: tuple[int, int]
-
-
 def _num_channels(builder: tfds.core.DatasetBuilder, signal_key: str) -> int:
-  shape = tuple(pipeline.dataset_feature(builder, signal_key).shape)
+  shape = tuple(stream.dataset_feature(builder, signal_key).shape)
   if len(shape) == 1:
     return 1
   if len(shape) != 2 or shape[-1] is None:
@@ -61,28 +48,20 @@ def _num_channels(builder: tfds.core.DatasetBuilder, signal_key: str) -> int:
   return shape[-1]
 
 
-def dataset_info(config: Any) -> SequenceDatasetInfo:
+def dataset_info(config: Any) -> DatasetInfo:
   """Sizes, classes and the window shape (T, C) of the configured sequence dataset."""
-  builder = pipeline.load_builder(config)
+  builder = stream.load_builder(config)
   data = config.data
   if data.max_length < 1:
     raise UserError(f"config.data.max_length must be >= 1, got {data.max_length}")
-  label_key = data.get("label_key")
-  num_classes = None
-  if label_key is not None:
-    num_classes = getattr(pipeline.dataset_feature(builder, label_key), "num_classes", None)
-  return SequenceDatasetInfo(
-      num_train_examples=pipeline.num_examples(builder, data.train_split),
-      num_test_examples=(
-          0 if data.test_split is None else pipeline.num_examples(builder, data.test_split)),
-      num_classes=num_classes,
-      input_shape=(data.max_length, _num_channels(builder, data.signal_key)))
+  return DatasetInfo(*stream.sizes_and_classes(builder, data),
+                     input_shape=(data.max_length, _num_channels(builder, data.signal_key)))
 
 
 def _read_keys(builder: tfds.core.DatasetBuilder, data: Any) -> list[str]:
   keys = [data.signal_key] + [k for k in (data.get("length_key"), data.get("label_key")) if k]
   for key in keys:
-    pipeline.dataset_feature(builder, key)  # a UserError naming a missing feature
+    stream.dataset_feature(builder, key)  # a UserError naming a missing feature
   return keys
 
 
@@ -112,13 +91,13 @@ def _window(signal: tf.Tensor, length: tf.Tensor, offset: tf.Tensor, max_length:
 def channel_statistics(config: Any) -> tuple[np.ndarray, np.ndarray]:
   """Per-channel (mean, std) over the recorded frames of the first `stats_examples` training
   examples, or (0, 1) when `config.data.standardize` is off (see the module docstring)."""
-  builder = pipeline.load_builder(config)
+  builder = stream.load_builder(config)
   data = config.data
   channels = _num_channels(builder, data.signal_key)
   if not data.standardize:
     return np.zeros((channels,), np.float32), np.ones((channels,), np.float32)
   keys = _read_keys(builder, data)
-  ds = pipeline.open_split(builder, data.train_split,
+  ds = stream.open_split(builder, data.train_split,
                            decoders=tfds.decode.PartialDecoding({k: True for k in keys}))
   count, total, squares = 0, np.zeros((channels,)), np.zeros((channels,))
   for signal, length in ds.take(data.stats_examples).map(lambda ex: _recording(ex, data)
@@ -149,26 +128,26 @@ def train_batches(config: Any, *, start_step: int, process_index: int, process_c
   row i of stateless draws seeded by (seed, p, e), so resuming at step S (skipping
   (S mod steps_per_epoch) * b examples) reproduces the uninterrupted stream.
   """
-  builder = pipeline.load_builder(config)
+  builder = stream.load_builder(config)
   data = config.data
-  batch, shard, shard_size, steps_per_epoch, base_key = pipeline.training_shard(
-      config, builder, start_step, process_index, process_count)
+  part = stream.training_shard(config, builder, start_step, process_index, process_count)
   mean, std = channel_statistics(config)
   decoders = tfds.decode.PartialDecoding({k: True for k in _read_keys(builder, data)})
-  signal_shape = pipeline.dataset_feature(builder, data.signal_key).shape
+  signal_shape = stream.dataset_feature(builder, data.signal_key).shape
 
-  epoch_order = pipeline.epoch_order_fn(
-      builder, shard, shard_size, decoders,
-      None not in signal_shape and shard_size * math.prod(signal_shape) <= _MAX_CACHED_VALUES,
+  epoch_order = stream.epoch_order_fn(
+      builder, part.shard, part.shard_size, decoders,
+      None not in signal_shape
+      and part.shard_size * math.prod(signal_shape) <= _MAX_CACHED_VALUES,
       data.shuffle_buffer)
 
   def preprocess(ex: dict[str, tf.Tensor], offset: tf.Tensor) -> dict[str, tf.Tensor]:
     signal, length = _recording(ex, data)
     return _batch_dict(ex, *_window(signal, length, offset, data.max_length, mean, std), data)
 
-  ds = pipeline.seeded_epochs(epoch_order, base_key, steps_per_epoch, batch, start_step)
+  ds = stream.seeded_epochs(epoch_order, part, start_step)
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.batch(batch, drop_remainder=True)
+  ds = ds.batch(part.batch, drop_remainder=True)
   return ds.prefetch(data.prefetch).as_numpy_iterator()
 
 
@@ -177,12 +156,10 @@ def eval_batches(config: Any, split: str, *, batch_size: int, process_index: int
   """This process's share of `split`, once, in order: each recording's first T frames with
   "length", "label" (when configured) and "mask" (False on the zero rows that fill the last
   batch). Every process yields as many batches as the largest shard."""
-  builder = pipeline.load_builder(config)
+  builder = stream.load_builder(config)
   data = config.data
-  if batch_size < 1:
-    raise UserError(f"eval batch_size must be >= 1, got {batch_size}")
-  shards = pipeline.process_shards(split, process_index, process_count)
-  num_batches = math.ceil(max(pipeline.num_examples(builder, s) for s in shards) / batch_size)
+  shard, num_batches = stream.eval_shard(builder, split, batch_size, process_index,
+                                         process_count)
   mean, std = channel_statistics(config)
   decoders = tfds.decode.PartialDecoding({k: True for k in _read_keys(builder, data)})
 
@@ -191,6 +168,6 @@ def eval_batches(config: Any, split: str, *, batch_size: int, process_index: int
     window, kept = _window(signal, length, tf.constant(0.0), data.max_length, mean, std)
     return {**_batch_dict(ex, window, kept, data), "mask": True}
 
-  ds = pipeline.open_split(builder, shards[process_index], decoders=decoders)
+  ds = stream.open_split(builder, shard, decoders=decoders)
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-  return pipeline.padded_batches(ds, num_batches, batch_size, data.prefetch)
+  return stream.padded_batches(ds, num_batches, batch_size, data.prefetch)

@@ -1,6 +1,6 @@
 """Host input pipeline for text: TFDS text datasets -> WordPiece token rows.
 
-The text counterpart of `ssl_jax.data.pipeline` (images), with the same guarantees: a
+The text counterpart of `ssl_jax.data.image_pipeline` (images), with the same guarantees: a
 training stream is a pure function of (config.seed, step) and resumes exactly; evaluation
 reads each split once, in order, padded to whole batches with a `mask`. tf.data reads,
 orders and batches the raw strings (an in-memory cache for small datasets, streamed files
@@ -26,7 +26,6 @@ A single text longer than L - 2 tokens is cut to a window at a random offset dur
 (every part of a long article gets read over the epochs) and to its beginning in evaluation.
 """
 from collections.abc import Callable, Iterator
-import dataclasses
 import os
 import re
 from typing import Any
@@ -36,8 +35,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from tokenizers import Tokenizer
 
-from ssl_jax.data import pipeline
+from ssl_jax.data import stream
 from ssl_jax.data import tokenizer as tokenizer_lib
+from ssl_jax.data.inputs import DatasetInfo
 from ssl_jax.errors import UserError
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -47,33 +47,19 @@ _MAX_CACHED_TEXTS = 2_000_000
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 
 
-@dataclasses.dataclass(frozen=True)
-class TextDatasetInfo:
-  """What the trainer needs to size a run and a model for a text dataset.
-
-  input_shape: (L,), one example's token row. num_classes: classes of `config.data.label_key`
-  (None without labels).
-  """
-  num_train_examples: int
-  num_test_examples: int
-  num_classes: int | None
-  input_shape: tuple[int]
-
-
 def _text_key(config: Any) -> str:
   return config.data.get("text_key", "text")
 
 
-def dataset_info(config: Any) -> TextDatasetInfo:
+def dataset_info(config: Any) -> DatasetInfo:
   """Sizes, classes and the row shape of the configured text dataset."""
-  builder = pipeline.load_builder(config)
+  builder = stream.load_builder(config)
   data = config.data
   if data.max_length < 4:
     raise UserError(f"config.data.max_length must be >= 4 ([CLS] A [SEP] B [SEP]), got "
                     f"{data.max_length}")
-  pipeline.dataset_feature(builder, _text_key(config))  # a UserError naming a missing feature
-  return TextDatasetInfo(*pipeline.sizes_and_classes(builder, data),
-                         input_shape=(data.max_length,))
+  stream.dataset_feature(builder, _text_key(config))  # a UserError naming a missing feature
+  return DatasetInfo(*stream.sizes_and_classes(builder, data), input_shape=(data.max_length,))
 
 
 def _texts(ds: tf.data.Dataset, text_key: str, limit: int) -> list[str]:
@@ -85,7 +71,7 @@ def run_tokenizer(config: Any, workdir: str, create: bool) -> Tokenizer:
   from the first `config.tokenizer.train_texts` texts of the training split in file order."""
   def training_texts() -> list[str]:
     text_key = _text_key(config)
-    ds = pipeline.open_split(pipeline.load_builder(config), config.data.train_split,
+    ds = stream.open_split(stream.load_builder(config), config.data.train_split,
                              decoders=tfds.decode.PartialDecoding({text_key: True}))
     return _texts(ds, text_key, config.tokenizer.train_texts)
   return tokenizer_in_workdir(config, workdir, create, training_texts)
@@ -191,19 +177,18 @@ def train_batches(config: Any, tokenizer: Tokenizer, *, start_step: int, process
   at position i come from row i of stateless draws seeded by (seed, p, e), so resuming at
   step S (skipping (S mod steps_per_epoch) * b texts) reproduces the uninterrupted stream.
   """
-  builder, data = pipeline.load_builder(config), config.data
-  part = pipeline.training_shard(config, builder, start_step, process_index, process_count)
+  builder, data = stream.load_builder(config), config.data
+  part = stream.training_shard(config, builder, start_step, process_index, process_count)
   text_key, label_key = _text_key(config), data.get("label_key")
   keys = [text_key] + ([label_key] if label_key else [])
   for key in keys:
-    pipeline.dataset_feature(builder, key)
+    stream.dataset_feature(builder, key)
   decoders = tfds.decode.PartialDecoding({key: True for key in keys})
-  epoch_order = pipeline.epoch_order_fn(builder, part.shard, part.shard_size, decoders,
+  epoch_order = stream.epoch_order_fn(builder, part.shard, part.shard_size, decoders,
                                         part.shard_size <= _MAX_CACHED_TEXTS,
                                         data.shuffle_buffer)
   batch = part.batch
-  ds = pipeline.seeded_epochs(epoch_order, part.base_key, part.steps_per_epoch, batch,
-                              start_step, draws=3)
+  ds = stream.seeded_epochs(epoch_order, part, start_step, stream.UniformDraws(3))
   ds = ds.batch(batch, drop_remainder=True)
   for examples, draws in ds.prefetch(data.prefetch).as_numpy_iterator():
     texts = _decoded(examples[text_key])
@@ -222,15 +207,15 @@ def eval_batches(config: Any, tokenizer: Tokenizer, split: str, *, batch_size: i
   """This process's share of `split`, once, in order: single-text rows from each text's
   beginning, with "label" (when the dataset has one) and "mask" (False on the padding rows
   that fill the last batch). Every process yields as many batches as the largest shard."""
-  builder = pipeline.load_builder(config)
+  builder = stream.load_builder(config)
   data = config.data
-  shard, num_batches = pipeline.eval_shard(builder, split, batch_size, process_index,
+  shard, num_batches = stream.eval_shard(builder, split, batch_size, process_index,
                                            process_count)
   text_key, label_key = _text_key(config), data.get("label_key")
   keys = [text_key] + ([label_key] if label_key else [])
   for key in keys:
-    pipeline.dataset_feature(builder, key)
-  ds = pipeline.open_split(builder, shard,
+    stream.dataset_feature(builder, key)
+  ds = stream.open_split(builder, shard,
                            decoders=tfds.decode.PartialDecoding({key: True for key in keys}))
   ds = ds.batch(batch_size).prefetch(data.prefetch)
   yielded = 0

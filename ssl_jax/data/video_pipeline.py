@@ -1,6 +1,6 @@
 """Host input pipeline for videos: TFDS clips -> uint8 frames [b, T, H, W, C].
 
-The video counterpart of `ssl_jax.data.pipeline` (images) and `sequence_pipeline`, with the
+The video counterpart of `ssl_jax.data.image_pipeline` (images) and `sequence_pipeline`, with the
 same guarantees: a training stream is a pure function of (config.seed, step) and resumes
 exactly; evaluation reads each split once, in order, padded to whole batches with a `mask`.
 
@@ -16,7 +16,6 @@ evaluation; a clip shorter than the window is padded by repeating its last frame
 another size than S x S are resized (short side to S, bilinear, antialiased) and centre-cropped.
 """
 from collections.abc import Iterator
-import dataclasses
 import math
 from typing import Any
 
@@ -24,28 +23,16 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from ssl_jax.data import pipeline
+from ssl_jax.data import stream
+from ssl_jax.data.inputs import DatasetInfo
 from ssl_jax.errors import UserError
 
 # Training shards whose clips take at most this many bytes are decoded once and cached.
 _MAX_CACHED_BYTES = 256 * 2**20
 
 
-@dataclasses.dataclass(frozen=True)
-class VideoDatasetInfo:
-  """What the trainer needs to size a run and a model for a video dataset.
-
-  input_shape: (T, S, S, C), one clip. num_classes: classes of `config.data.label_key` (None
-  without labels).
-  """
-  num_train_examples: int
-  num_test_examples: int
-  num_classes: int | None
-  input_shape: tuple[int, int, int, int]
-
-
 def _video_shape(builder: tfds.core.DatasetBuilder, video_key: str) -> tuple:
-  shape = tuple(pipeline.dataset_feature(builder, video_key).shape)
+  shape = tuple(stream.dataset_feature(builder, video_key).shape)
   if len(shape) != 4 or shape[-1] is None:
     raise UserError(f"dataset '{builder.name}' feature '{video_key}' has shape {shape}, not "
                     "[T, H, W, C]")
@@ -58,28 +45,20 @@ def _check(data: Any) -> None:
                     f"({data.frame_stride}) and image_size ({data.image_size}) must be >= 1")
 
 
-def dataset_info(config: Any) -> VideoDatasetInfo:
+def dataset_info(config: Any) -> DatasetInfo:
   """Sizes, classes and the clip shape (T, S, S, C) of the configured video dataset."""
-  builder = pipeline.load_builder(config)
+  builder = stream.load_builder(config)
   data = config.data
   _check(data)
   channels = _video_shape(builder, data.video_key)[-1]
-  num_classes = None
-  if data.get("label_key"):
-    num_classes = getattr(pipeline.dataset_feature(builder, data.label_key), "num_classes",
-                          None)
-  return VideoDatasetInfo(
-      num_train_examples=pipeline.num_examples(builder, data.train_split),
-      num_test_examples=(
-          0 if data.test_split is None else pipeline.num_examples(builder, data.test_split)),
-      num_classes=num_classes,
-      input_shape=(data.num_frames, data.image_size, data.image_size, channels))
+  return DatasetInfo(*stream.sizes_and_classes(builder, data),
+                     input_shape=(data.num_frames, data.image_size, data.image_size, channels))
 
 
 def _decoders(builder: tfds.core.DatasetBuilder, data: Any) -> tfds.decode.PartialDecoding:
   keys = [data.video_key] + ([data.label_key] if data.get("label_key") else [])
   for key in keys:
-    pipeline.dataset_feature(builder, key)  # a UserError naming a missing feature
+    stream.dataset_feature(builder, key)  # a UserError naming a missing feature
   return tfds.decode.PartialDecoding({key: True for key in keys})
 
 
@@ -123,21 +102,20 @@ def train_batches(config: Any, *, start_step: int, process_index: int, process_c
   stateless draws seeded by (seed, p, e), so resuming at step S (skipping (S mod
   steps_per_epoch) * b clips) reproduces the uninterrupted stream.
   """
-  builder = pipeline.load_builder(config)
+  builder = stream.load_builder(config)
   data = config.data
-  batch, shard, shard_size, steps_per_epoch, base_key = pipeline.training_shard(
-      config, builder, start_step, process_index, process_count)
+  part = stream.training_shard(config, builder, start_step, process_index, process_count)
   decoders = _decoders(builder, data)
   shape = _video_shape(builder, data.video_key)
 
-  epoch_order = pipeline.epoch_order_fn(
-      builder, shard, shard_size, decoders,
-      None not in shape and shard_size * math.prod(shape) <= _MAX_CACHED_BYTES,
+  epoch_order = stream.epoch_order_fn(
+      builder, part.shard, part.shard_size, decoders,
+      None not in shape and part.shard_size * math.prod(shape) <= _MAX_CACHED_BYTES,
       data.shuffle_buffer)
-  ds = pipeline.seeded_epochs(epoch_order, base_key, steps_per_epoch, batch, start_step)
+  ds = stream.seeded_epochs(epoch_order, part, start_step)
   ds = ds.map(lambda ex, offset: _example(ex, offset, data),
               num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.batch(batch, drop_remainder=True)
+  ds = ds.batch(part.batch, drop_remainder=True)
   return ds.prefetch(data.prefetch).as_numpy_iterator()
 
 
@@ -146,14 +124,12 @@ def eval_batches(config: Any, split: str, *, batch_size: int, process_index: int
   """This process's share of `split`, once, in order: each video's first clip with "label"
   (when configured) and "mask" (False on the zero rows that fill the last batch). Every
   process yields as many batches as the largest shard."""
-  builder = pipeline.load_builder(config)
+  builder = stream.load_builder(config)
   data = config.data
   _check(data)
-  if batch_size < 1:
-    raise UserError(f"eval batch_size must be >= 1, got {batch_size}")
-  shards = pipeline.process_shards(split, process_index, process_count)
-  num_batches = math.ceil(max(pipeline.num_examples(builder, s) for s in shards) / batch_size)
-  ds = pipeline.open_split(builder, shards[process_index], decoders=_decoders(builder, data))
+  shard, num_batches = stream.eval_shard(builder, split, batch_size, process_index,
+                                         process_count)
+  ds = stream.open_split(builder, shard, decoders=_decoders(builder, data))
   ds = ds.map(lambda ex: {**_example(ex, tf.constant(0.0), data), "mask": True},
               num_parallel_calls=tf.data.AUTOTUNE)
-  return pipeline.padded_batches(ds, num_batches, batch_size, data.prefetch)
+  return stream.padded_batches(ds, num_batches, batch_size, data.prefetch)

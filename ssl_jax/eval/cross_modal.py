@@ -15,7 +15,10 @@ For any model that embeds images and texts in one space as unit vectors (CLIP, R
 """
 from collections.abc import Sequence
 
+import jax.numpy as jnp
 import numpy as np
+
+from ssl_jax import losses
 
 
 def prompt_texts(class_names: Sequence[str], templates: Sequence[str]) -> list[str]:
@@ -27,8 +30,8 @@ def prompt_texts(class_names: Sequence[str], templates: Sequence[str]) -> list[s
 
 
 def _normalised(x: np.ndarray) -> np.ndarray:
-  x = np.asarray(x, np.float32)
-  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+  """Unit rows in float32 (`losses.l2_normalize`), as a NumPy array."""
+  return np.asarray(losses.l2_normalize(jnp.asarray(x, jnp.float32)))
 
 
 def zero_shot_classifier(prompt_embeddings: np.ndarray, num_classes: int) -> np.ndarray:

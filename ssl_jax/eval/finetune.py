@@ -89,15 +89,16 @@ def random_shift_and_flip(rng: jax.Array, images: jax.Array, max_shift: int,
 
 
 def finetune(represent: Callable[..., jax.Array], params: Any, extra: Any, config: Any,
-             images: np.ndarray, labels: np.ndarray, num_classes: int, steps: int,
-             seed: int) -> Callable[[jax.Array], jax.Array]:
+             settings: Any, images: np.ndarray, labels: np.ndarray, num_classes: int,
+             steps: int, seed: int) -> Callable[[jax.Array], jax.Array]:
   """Fine-tunes `params` and a zero-initialised linear head on uint8 `images` / `labels`.
 
   Args:
     represent: the method's `represent(params, extra, normalised images) -> features`.
     params, extra: the starting network (a checkpoint's, or the initialisation's).
-    config: the run's config; reads `config.augment` (normalisation), `config.data.flip` and
-      `config.eval.finetune` (`batch_size`, `lr`, `max_shift`).
+    config: the run's config; reads `config.augment` (normalisation) and `config.data.flip`.
+    settings: the fine-tuning evaluator's settings (`config.evals.finetune`): `batch_size`,
+      `lr`, `max_shift`.
     images: (n, H, W, C) uint8 labelled training images.
     labels: (n,) ints in [0, num_classes).
     num_classes: number of classes.
@@ -107,9 +108,8 @@ def finetune(represent: Callable[..., jax.Array], params: Any, extra: Any, confi
   Returns:
     uint8 images (b, H, W, C) -> (b, num_classes) logits of the fine-tuned network.
   """
-  settings = config.eval.finetune
   if steps < 1 or settings.batch_size < 1:
-    raise ValueError("fine-tuning needs steps >= 1 and eval.finetune.batch_size >= 1")
+    raise ValueError("fine-tuning needs steps >= 1 and evals.finetune.batch_size >= 1")
   images, labels = jnp.asarray(images), jnp.asarray(labels, jnp.int32)
   max_shift = int(round(settings.max_shift * images.shape[1]))
   flip = bool(config.data.get("flip", False))
@@ -155,5 +155,5 @@ def finetune(represent: Callable[..., jax.Array], params: Any, extra: Any, confi
     variables, opt_state, loss = step(variables, opt_state, jax.random.fold_in(key, i), images,
                                       labels)
   if not np.isfinite(float(loss)):
-    raise ValueError(f"fine-tuning diverged (loss {float(loss)}): lower eval.finetune.lr")
+    raise ValueError(f"fine-tuning diverged (loss {float(loss)}): lower evals.finetune.lr")
   return lambda uint8_images: logits_fn(variables, uint8_images)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-from ssl_jax import parallel
+from ssl_jax import losses, parallel
 
 METRICS = ("cosine", "euclidean")
 
@@ -87,12 +87,6 @@ def check_train_test(train_features: np.ndarray, train_labels: np.ndarray,
 def as_float(features: np.ndarray) -> jax.Array:
   # The default float dtype is float32, or float64 when the user has enabled jax_enable_x64.
   return jnp.asarray(features, dtype=jnp.result_type(float))
-
-
-def _l2_normalise(x: jax.Array) -> jax.Array:
-  # The floor keeps all-zero rows at zero (similarity 0 to everything) instead of dividing by 0.
-  norms = jnp.linalg.norm(x, axis=1, keepdims=True)
-  return x / jnp.maximum(norms, 1e-12)
 
 
 # Each device's key block is padded to a multiple of this many rows. XLA's CPU matmul was measured
@@ -199,7 +193,8 @@ def _prepare(queries: jax.Array, keys: jax.Array,
   """Returns (queries, keys, key_bias, query_sq_norms); the search ranks scale * q.x + key_bias."""
   if metric == "cosine":
     # Ranking by the dot product of unit rows is ranking by cosine similarity.
-    queries, keys = _l2_normalise(queries), _l2_normalise(keys)
+    # The norm's floor keeps all-zero rows at zero (similarity 0 to everything).
+    queries, keys = losses.l2_normalize(queries, axis=1), losses.l2_normalize(keys, axis=1)
     return queries, keys, jnp.zeros(keys.shape[0], keys.dtype), jnp.zeros_like(queries[:, 0])
   # ||q - x||^2 = ||q||^2 - 2 q.x + ||x||^2. The ||q||^2 term is the same for every key of a
   # query, so it is left out of the ranking (as scikit-learn does) and only added for distances.

@@ -13,8 +13,6 @@ import jax
 import numpy as np
 from PIL import Image
 
-from ssl_jax.eval import features
-
 _MIN_CELL_PIXELS = 64  # images smaller than this are enlarged by an integer factor
 _GUTTER = 1
 
@@ -53,13 +51,14 @@ def save_png(image: np.ndarray, path: str) -> None:
 
 
 def draw(pictures_fn: Callable[..., dict[str, jax.Array]], params: Any, extra: Any,
-         images: Any, config, seed: int) -> dict[str, np.ndarray]:
-  """{name: uint8 tiled image} of `pictures_fn(params, extra, normalised images, rng)`;
-  `images` are uint8 images, or the inputs dict of other modalities (video frames), as the
-  evaluation batches hold them (`features.model_inputs`)."""
+         inputs: Any, normalize: Callable[[Any], Any], config, seed: int
+         ) -> dict[str, np.ndarray]:
+  """{name: uint8 tiled image} of `pictures_fn(params, extra, normalize(inputs), rng)`;
+  `inputs` are uint8 images, or the inputs dict of other modalities (video frames), as the
+  evaluation batches hold them (`Modality.eval_inputs`), and `normalize` the modality's."""
   device = jax.local_devices()[0]
   params, extra = jax.device_put(jax.device_get((params, extra)), device)
-  normalised = features.normalised_inputs(jax.device_put(images, device), config)
+  normalised = normalize(jax.device_put(inputs, device))
   grids = jax.jit(pictures_fn)(params, extra, normalised, jax.random.PRNGKey(seed))
   return {name: tile(to_pixels(jax.device_get(grid), config.augment.mean, config.augment.std))
           for name, grid in grids.items()}

@@ -26,6 +26,10 @@ from PIL import Image  # pylint: disable=g-import-not-at-top,wrong-import-positi
 from sklearn.decomposition import PCA  # pylint: disable=g-import-not-at-top,wrong-import-position
 from sklearn.manifold import TSNE  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from ssl_jax import losses  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 
 def _render(figure) -> np.ndarray:
   buffer = io.BytesIO()
@@ -40,7 +44,8 @@ def embed_2d(features: np.ndarray, seed: int = 0) -> np.ndarray:
   features = np.asarray(features, np.float64)
   if features.ndim != 2 or features.shape[0] < 3:
     raise ValueError(f"a 2-D map needs at least 3 rows of features, got shape {features.shape}")
-  features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+  features = np.asarray(losses.l2_normalize(jnp.asarray(features, jnp.float32), axis=1),
+                        np.float64)
   components = min(50, features.shape[0] - 1, features.shape[1])
   if features.shape[1] > components:
     features = PCA(components, random_state=seed).fit_transform(features)

@@ -27,14 +27,19 @@ functions, so neither ever branches on a method's name:
       reproducible. The evaluation adds each metric's sum and count over the held-out split
       and reports sum / count; a metric named "nll" (summed negative log-likelihood per
       predicted token) is also reported as the perplexity exp(nll / count).
-  embed_images(params, extra, images) -> [batch, d]      (optional, with embed_texts)
-  embed_texts(params, extra, text) -> [batch, d]
-      for a method that embeds images and text in one space (CLIP): unit vectors; `images`
-      are normalised as `represent` takes them, `text` = {"tokens", "attention_mask"}
-      [batch, L] rows of the run's tokenizer. The evaluation then adds zero-shot
-      classification (class names turned into prompts) and image <-> text retrieval.
+  embed = {kind: fn(params, extra, inputs) -> [batch, d]}      (optional)
+      for a method that embeds several kinds of input in one space (CLIP: "image" and
+      "text"), keyed by the modality's input kind (`Modality.kind`, `paired_kind`): unit
+      vectors; images are normalised as `represent` takes them, text is {"tokens",
+      "attention_mask"} [batch, L] rows of the run's tokenizer. The evaluators then add
+      zero-shot classification (class names turned into prompts, with a "text" embedding)
+      and cross-modal retrieval (on a modality that pairs two kinds of input).
+
+The trainer and the evaluators find a method's inputs through the run's modality
+(`ssl_jax.modalities`): a method never reads the modality's name either.
 """
 import dataclasses
+from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -65,8 +70,7 @@ class Method:
   update_extra: Callable[..., Any] = lambda params, extra, step: extra
   pictures: Callable[..., dict[str, jax.Array]] | None = None
   test_metrics: Callable[..., dict[str, tuple[jax.Array, jax.Array]]] | None = None
-  embed_images: Callable[..., jax.Array] | None = None
-  embed_texts: Callable[..., jax.Array] | None = None
+  embed: Mapping[str, Callable[..., jax.Array]] | None = None
 
 
 def merge_views(views: jax.Array) -> jax.Array:

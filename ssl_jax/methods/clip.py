@@ -10,7 +10,7 @@ the paper, the only image augmentation is the pipeline's random crop (`config.au
 should be colour-faithful: a caption may name the colour).
 
 The representation the probes read is the image encoder's pooled output h, before the
-projection. `embed_images` and `embed_texts` give the unit-norm joint embeddings, from which
+projection. `embed["image"]` and `embed["text"]` give the unit-norm joint embeddings, from which
 the evaluation builds zero-shot classifiers (class-name prompts, Sec. 3.1.4) and measures
 image <-> text retrieval. Metrics: image_to_text_accuracy / text_to_image_accuracy (the true
 pair ranked first within the batch) and temperature (1 / exp(t)).
@@ -81,5 +81,5 @@ def build(config, length) -> Method:
                                     text["attention_mask"], method=clip.CLIP.encode_text)
     return losses.l2_normalize(embeddings)
 
-  return Method(init=init, loss=loss, represent=represent, embed_images=embed_images,
-                embed_texts=embed_texts)
+  return Method(init=init, loss=loss, represent=represent,
+                embed={"image": embed_images, "text": embed_texts})

@@ -1,0 +1,1 @@
+"""Dataset and augmentation recipes shared by the method configs, one module per modality."""

@@ -1,0 +1,103 @@
+"""Images: TFDS images read as uint8 views (`ssl_jax.data.image_pipeline`), augmented and
+normalised on device (`ssl_jax.data.augment`).
+
+A training batch holds "views" uint8 [b, V, H, W, C] (V = `config.data.num_views`), with
+multi-crop "local_views" [b, L, h, h, C], and "label" [b] when labelled; an evaluation batch
+holds "image" uint8 [b, H, W, C], "label" and "mask". `represent` reads the first view,
+normalised with `config.augment`'s mean and std; the raw baseline is the pixels.
+"""
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ssl_jax.data import augment
+from ssl_jax.data.inputs import DatasetInfo, Inputs
+from ssl_jax.modalities import Batch, FeatureFn, Modality
+
+
+def raw_pixels(images: jax.Array) -> jax.Array:
+  """Flattened pixels in [0, 1]: the baseline a representation must beat."""
+  return images.reshape(images.shape[0], -1).astype(jnp.float32) / 255.0
+
+
+class Image(Modality):
+  """Single images, the default modality."""
+
+  kind = "image"
+  can_finetune = True
+
+  def dataset_info(self, config: Any) -> DatasetInfo:
+    from ssl_jax.data import image_pipeline  # pylint: disable=g-import-not-at-top  (TF)
+    return image_pipeline.dataset_info(config)
+
+  def train_batches(self, inputs: Inputs, *, start_step: int, process_index: int,
+                    process_count: int) -> Iterator[Batch]:
+    from ssl_jax.data import image_pipeline  # pylint: disable=g-import-not-at-top  (TF)
+    return image_pipeline.train_batches(inputs.config, start_step=start_step,
+                                        process_index=process_index,
+                                        process_count=process_count)
+
+  def eval_batches(self, inputs: Inputs, split: str, *, batch_size: int, process_index: int,
+                   process_count: int) -> Iterator[Batch]:
+    from ssl_jax.data import image_pipeline  # pylint: disable=g-import-not-at-top  (TF)
+    return image_pipeline.eval_batches(inputs.config, split, batch_size=batch_size,
+                                       process_index=process_index,
+                                       process_count=process_count)
+
+  def example_batch(self, config: Any, input_shape: tuple[int, ...], batch_size: int = 2
+                    ) -> Batch:
+    """Float views [b, V, H, W, C] (`input_shape` = (H, W, C)) and any multi-crop local
+    views [b, L, h, h, C]."""
+    batch = {"views": jnp.zeros((batch_size, config.data.num_views) + tuple(input_shape),
+                                jnp.float32)}
+    num_local = config.data.get("local_views", 0)
+    if num_local:
+      side = config.data.local_image_size
+      batch["local_views"] = jnp.zeros((batch_size, num_local, side, side, input_shape[-1]),
+                                       jnp.float32)
+    return batch
+
+  def device_preprocess(self, rng: jax.Array, batch: Batch, config: Any) -> Batch:
+    """Augments and normalises the uint8 views per example with an explicit rng; local views
+    with `config.local_augment` (or `config.augment`) from their own stream."""
+    batch = dict(batch)
+    batch["views"] = augment.augment_views(rng, batch["views"], config)
+    if "local_views" in batch:
+      section = "local_augment" if "local_augment" in config else "augment"
+      batch["local_views"] = augment.augment_views(jax.random.fold_in(rng, 1),
+                                                   batch["local_views"], config, section)
+    return batch
+
+  def represent_inputs(self, batch: Batch) -> jax.Array:
+    return batch["views"][:, 0]
+
+  def eval_inputs(self, batch: Batch) -> jax.Array:
+    return batch["image"]
+
+  def normalize(self, inputs: jax.Array, config: Any) -> jax.Array:
+    return augment.normalize_images(inputs, config)
+
+  def raw_features(self, config: Any) -> FeatureFn:
+    del config
+    return raw_pixels
+
+  def nominal_input_shape(self, config: Any, channels: int) -> tuple[int, ...]:
+    return (config.data.image_size, config.data.image_size, channels)
+
+  def synthetic_batch(self, config: Any, input_shape: tuple[int, ...], batch_size: int,
+                      rng: np.random.Generator) -> dict[str, np.ndarray]:
+    batch = {"views": rng.integers(0, 256, (batch_size, config.data.num_views)
+                                   + tuple(input_shape), np.uint8),
+             "label": rng.integers(0, 10, (batch_size,), np.int32)}
+    num_local = config.data.get("local_views", 0)
+    if num_local:
+      side = config.data.local_image_size
+      batch["local_views"] = rng.integers(
+          0, 256, (batch_size, num_local, side, side, input_shape[-1]), np.uint8)
+    return batch
+
+
+MODALITY = Image()

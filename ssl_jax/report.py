@@ -1,0 +1,68 @@
+"""The evaluation report: `eval/report.json`, `eval/report.md` (a table of every result row,
+the held-out and retrieval sections, the plots and pictures below) and the PNGs beside them.
+"""
+import json
+import os
+
+import numpy as np
+
+
+def markdown_table(report: dict) -> str:
+  """One row per (protocol, labels per class), one column per feature source."""
+  sources = list(dict.fromkeys(r["features"] for r in report["results"]))
+  cells = {(r["protocol"], r["labels_per_class"], r["features"]): r for r in report["results"]}
+  rows = list(dict.fromkeys((r["protocol"], r["labels_per_class"]) for r in report["results"]))
+  lines = [f"# Evaluation: {report['dataset']}, checkpoint step {report['checkpoint_step']}", ""]
+  if not report["results"]:
+    lines += ["No probes: the dataset has no labels."]
+  else:
+    lines += ["Test accuracy (%), mean ± std over seeds of the labelled subset.", "",
+              "| protocol | labels/class | " + " | ".join(sources) + " |",
+              "|---|---|" + "---|" * len(sources)]
+  for protocol, per_class in rows:
+    values, fraction = [], None
+    for source in sources:
+      r = cells.get((protocol, per_class, source))
+      values.append("" if r is None else f"{100 * r['accuracy']:.1f} ± {100 * r['std']:.1f}")
+      fraction = fraction or (r or {}).get("label_fraction")
+    labels = "all" if per_class is None else per_class  # 0: zero-shot, no labels
+    if fraction:  # fine-tuning: the fraction of the labels, and the classes' mean count
+      labels = f"{fraction:.0%} ({per_class})"
+    lines.append(f"| {protocol} | {labels} | " + " | ".join(values) + " |")
+  held_out = report.get("held_out")
+  if held_out:
+    lines += ["", f"## Held-out: {held_out['dataset']} {held_out['split']}", "",
+              "| measure | value |", "|---|---|"]
+    lines += [f"| {name} | {value:.4f} |" for name, value in held_out.items()
+              if name not in ("dataset", "split")]
+  retrieval = report.get("retrieval")
+  if retrieval:
+    lines += ["", f"## Retrieval: {retrieval['dataset']} {retrieval['split']} "
+              f"({retrieval['images']} images, {retrieval['captions']} captions)", "",
+              "Recall@K (%): a hit is the true caption (image) among the K nearest.", "",
+              "| features | image→text R@1 | image→text R@5 | text→image R@1 | "
+              "text→image R@5 |", "|---|---|---|---|---|"]
+    for row in retrieval["results"]:
+      lines.append(f"| {row['features']} | " + " | ".join(
+          f"{100 * row[key]:.1f}" for key in ("image_to_text_r1", "image_to_text_r5",
+                                              "text_to_image_r1", "text_to_image_r5")) + " |")
+  for name in report.get("plots", []) + report.get("pictures", []):
+    lines += ["", f"## {os.path.splitext(name)[0]}", "", f"![{name}]({name})"]
+  return "\n".join(lines) + "\n"
+
+
+def write(report: dict, images: dict[str, dict[str, np.ndarray]], out_dir: str) -> dict:
+  """Writes each image as `out_dir/<stem>.png` (listing the file names in `report` under its
+  key), then report.json and report.md, each atomically; returns the report."""
+  from ssl_jax.eval import pictures  # pylint: disable=g-import-not-at-top
+  for key, drawn in images.items():
+    if drawn:
+      report[key] = pictures.write(drawn, out_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  for name, text in (("report.json", json.dumps(report, indent=2)),
+                     ("report.md", markdown_table(report))):
+    tmp = os.path.join(out_dir, name + ".tmp")
+    with open(tmp, "w") as f:
+      f.write(text)
+    os.replace(tmp, os.path.join(out_dir, name))
+  return report
