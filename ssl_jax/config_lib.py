@@ -64,6 +64,32 @@ def to_steps(section, prefix: str, steps_per_epoch: int, default: int | None = N
   return default
 
 
+def check_number(name: str, value, *, minimum: float | None = None,
+                 maximum: float | None = None, above: float | None = None,
+                 below: float | None = None, integer: bool = False) -> None:
+  """A one-line UserError naming the config key `name`, its allowed range and its value, when
+  `value` is not a number (an integer when `integer`) in [minimum, maximum] and in
+  (above, below)."""
+  bounds = [f">= {minimum}" if minimum is not None else "",
+            f"> {above}" if above is not None else "",
+            f"<= {maximum}" if maximum is not None else "",
+            f"< {below}" if below is not None else ""]
+  wanted = ("an integer" if integer else "a number") + "".join(
+      f" {bound}" if i == 0 else f" and {bound}" for i, bound in enumerate(b for b in bounds if b))
+  is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+  if (not is_number or (integer and not isinstance(value, int))
+      or (minimum is not None and value < minimum) or (maximum is not None and value > maximum)
+      or (above is not None and value <= above) or (below is not None and value >= below)
+      or value != value):  # NaN
+    raise UserError(f"{name} must be {wanted}, got {value!r}")
+
+
+def check_choice(name: str, value, choices: tuple) -> None:
+  """A one-line UserError when the config key `name` is not one of `choices`."""
+  if value not in choices:
+    raise UserError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+
+
 def check_batch_size(batch_size: int, device_count: int, process_count: int) -> None:
   if not isinstance(batch_size, int) or batch_size <= 0:
     raise UserError(f"batch_size must be a positive integer, got {batch_size}")

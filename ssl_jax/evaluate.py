@@ -9,8 +9,12 @@ labels, zero-shot classification and retrieval for methods with a joint image–
 the method's held-out measures, the plots, and what the method draws.
 
 Writes W/eval/report.json and W/eval/report.md, plus the PNGs linked from report.md
-(`ssl_jax.report`).
+(`ssl_jax.report`). Evaluation settings can be changed for a re-evaluation, e.g.
+`--config.evals.probes.labels_per_class="(1, 0)"` (only keys under `eval.` and `evals.`); the
+report then goes beside the original, into W/eval-<the overrides>/, never over it.
 """
+import ast
+import re
 import os
 import sys
 from typing import Any
@@ -94,17 +98,97 @@ def evaluate(context: evaluators_lib.Context, evaluators: list[evaluators_lib.Ev
   return report, images
 
 
-def run(workdir: str) -> dict:
-  """Evaluates the run in `workdir` and writes its report files (process 0)."""
+EVALUATION_SECTIONS = ("eval", "evals")  # what may change after training
+
+
+def with_overrides(config, overrides: dict[str, str]):
+  """A copy of `config` with `overrides` ({"evals.probes.seeds": "1"}: dotted keys under
+  `eval` or `evals`, values as Python literals or bare strings) applied; a key that does not
+  exist, one outside the evaluation settings or a value of the wrong type is a UserError."""
+  config = config.copy_and_resolve_references()
+  for key, text in overrides.items():
+    *parents, last = key.split(".")
+    if not parents or parents[0] not in EVALUATION_SECTIONS:
+      raise UserError(f"--config.{key}: only evaluation settings can change after training "
+                      f"({' and '.join(s + '.*' for s in EVALUATION_SECTIONS)})")
+    section = config
+    for name in parents:
+      if name not in section or not hasattr(section[name], "keys"):
+        raise UserError(f"unknown config key in --config.{key}: the run's config has no "
+                        f"'{'.'.join(parents[:parents.index(name) + 1])}' section")
+      section = section[name]
+    if last not in section:
+      raise UserError(f"unknown config key in --config.{key}: the run's config has no "
+                      f"'{last}' (it has {', '.join(sorted(section.keys()))})")
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text  # a bare word: a string
+    old = section[last]
+    if isinstance(value, tuple) and isinstance(old, list):
+      value = list(value)  # a saved config holds JSON lists
+    if old is not None and not isinstance(value, type(old)) and not (
+        isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool)):
+      raise UserError(f"--config.{key}={text}: expected a value of type "
+                      f"{type(old).__name__}, like {old!r}")
+    section[last] = value
+  return config
+
+
+def report_dir(workdir: str, overrides: dict[str, str]) -> str:
+  """W/eval, or for a re-evaluation with other settings W/eval-<key=value,...>, named by the
+  overrides (the last two parts of each key; characters a path should not hold dropped)."""
+  if not overrides:
+    return os.path.join(workdir, "eval")
+  parts = [".".join(key.split(".")[-2:]) + "=" + re.sub(r"[^A-Za-z0-9._-]+", "_",
+                                                        text).strip("_")
+           for key, text in sorted(overrides.items())]
+  return os.path.join(workdir, "eval-" + ",".join(parts)[:120])
+
+
+def run(workdir: str, overrides: dict[str, str] | None = None) -> dict:
+  """Evaluates the run in `workdir` (with evaluation settings changed by `overrides`) and
+  writes its report files (process 0)."""
   from ssl_jax import config_lib, report as report_lib  # pylint: disable=g-import-not-at-top
   config = config_lib.load_saved(workdir)
+  if overrides:
+    config = with_overrides(config, overrides)
   evaluators = check(config)
   report, images = evaluate(restore(config, workdir), evaluators)
+  if overrides:
+    report["overrides"] = dict(overrides)
   if jax.process_index() == 0:
-    out_dir = os.path.join(workdir, "eval")
+    out_dir = report_dir(workdir, overrides or {})
     report_lib.write(report, images, out_dir)
-    logging.info("wrote %s", os.path.join(out_dir, "report.json"))
+    beside = f" (beside the original {os.path.join(workdir, 'eval')})" if overrides else ""
+    logging.info("wrote %s%s", os.path.join(out_dir, "report.json"), beside)
+    if overrides:
+      print(f"wrote {os.path.join(out_dir, 'report.json')}: the original report in "
+            f"{os.path.join(workdir, 'eval')} is unchanged")
   return report
+
+
+_OVERRIDES: dict[str, str] = {}
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, with the `--config.KEY=VALUE` overrides taken out first; a bad flag is
+  one `error:` line and exit status 2."""
+  rest = [argv[0]]
+  for arg in argv[1:]:
+    if arg.startswith("--config."):
+      key, equals, value = arg[len("--config."):].partition("=")
+      if not equals:
+        print(f"error: {arg} needs a value: --config.{key}=VALUE", file=sys.stderr)
+        sys.exit(2)
+      _OVERRIDES[key] = value
+    else:
+      rest.append(arg)
+  try:
+    return flags.FLAGS(rest)
+  except flags.Error as e:
+    print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+    sys.exit(2)
 
 
 def main(argv):
@@ -113,7 +197,7 @@ def main(argv):
   try:
     if not flags.FLAGS.workdir:
       raise UserError("--workdir is required")
-    run(flags.FLAGS.workdir)
+    run(flags.FLAGS.workdir, _OVERRIDES)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
@@ -123,4 +207,4 @@ if __name__ == "__main__":
   # Defined here, not at import: ssl_jax.main imports this module under its own flags.
   flags.DEFINE_string("workdir", None, "Run directory written by ssl_jax.main.")
   logging.set_verbosity(logging.INFO)
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -115,15 +115,15 @@ def test_digit_renders_keep_train_and_test_source_digits_apart(renders):
 
 
 def test_colour_and_tone_names():
-  assert ci.colour_name((220, 20, 20)) == "red"
-  assert ci.colour_name((150, 10, 10)) == "red"  # dark but vivid
-  assert ci.colour_name((147, 106, 75)) == "brown"
-  assert ci.colour_name((240, 150, 30)) == "orange"
-  assert ci.colour_name((20, 180, 20)) == "green"
-  assert ci.colour_name((63, 75, 100)) == "blue"
-  assert ci.colour_name((19, 20, 20)) == "black"
-  assert ci.colour_name((240, 240, 235)) == "white"
-  assert ci.colour_name((128, 120, 125)) == "gray"
+  assert ci.color_name((220, 20, 20)) == "red"
+  assert ci.color_name((150, 10, 10)) == "red"  # dark but vivid
+  assert ci.color_name((147, 106, 75)) == "brown"
+  assert ci.color_name((240, 150, 30)) == "orange"
+  assert ci.color_name((20, 180, 20)) == "green"
+  assert ci.color_name((63, 75, 100)) == "blue"
+  assert ci.color_name((19, 20, 20)) == "black"
+  assert ci.color_name((240, 240, 235)) == "white"
+  assert ci.color_name((128, 120, 125)) == "gray"
   assert ci.tone_name((20, 20, 20)) == "dark" and ci.tone_name((230, 230, 230)) == "bright"
   assert ci.tone_name((128, 128, 128)) == ""
 
@@ -140,7 +140,7 @@ def test_photo_captions_name_the_scene_and_the_patch_colour(examples):
         scenes = [i for i, descriptions in enumerate(ci.SCENES)
                   if any(d in caption for d in descriptions)]
         assert scenes == [label], caption
-        assert words(caption) & colours <= {ci.colour_name(mean)}, caption
+        assert words(caption) & colours <= {ci.color_name(mean)}, caption
         if "dark" in words(caption):
           assert luma < ci.DARK_LUMA
         if "bright" in words(caption):
@@ -148,7 +148,7 @@ def test_photo_captions_name_the_scene_and_the_patch_colour(examples):
   # The galaxies are black; the retina is red.
   images, labels, captions = examples["photos", "test"]
   galaxies = np.flatnonzero(labels == ci.PHOTO_CLASS_NAMES.index("galaxies"))
-  assert all(ci.colour_name(images[i].reshape(-1, 3).mean(0)) == "black" for i in galaxies)
+  assert all(ci.color_name(images[i].reshape(-1, 3).mean(0)) == "black" for i in galaxies)
 
 
 @pytest.mark.parametrize("config", ["digits", "photos"])

@@ -152,8 +152,8 @@ def test_round_trip_of_ordinary_sentences(trained):
   ids, mask = tokenization.encode_batch(tokenizer, SENTENCES, max_length=64)
   for row, row_mask, sentence in zip(ids, mask, SENTENCES):
     assert row_mask.sum() < 64  # nothing was truncated
-    assert tokenization.decode(tokenizer, row) == tokenization.normalise(tokenizer, sentence)
-    assert tokenization.normalise(tokenizer, sentence) == sentence.lower()
+    assert tokenization.decode(tokenizer, row) == tokenization.normalize(tokenizer, sentence)
+    assert tokenization.normalize(tokenizer, sentence) == sentence.lower()
   assert tokenization.UNK_ID not in ids
 
 

@@ -251,7 +251,7 @@ def decode(tokenizer: Tokenizer, ids: Sequence[int] | np.ndarray) -> str:
   return tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
 
 
-def normalise(tokenizer: Tokenizer, text: str) -> str:
+def normalize(tokenizer: Tokenizer, text: str) -> str:
   """`text` as the tokenizer sees it (cleaned, lowercased if so trained): what `decode`
   gives back for ordinary words, with whitespace collapsed."""
   return " ".join(tokenizer.normalizer.normalize_str(text).split())

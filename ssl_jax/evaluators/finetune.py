@@ -9,6 +9,7 @@ feature sources). It applies to modalities that can be fine-tuned (images).
 import numpy as np
 from absl import logging
 
+from ssl_jax.config_lib import check_number
 from ssl_jax.errors import UserError
 from ssl_jax.evaluators import NETWORK_SOURCES, Context, Evaluator as EvaluatorBase, Output
 
@@ -17,9 +18,20 @@ class Evaluator(EvaluatorBase):
   """Fine-tuned test accuracy, one row per (source, label fraction)."""
 
   def check(self) -> None:
-    if self.settings.fractions and len(self.settings.epochs) != len(self.settings.fractions):
-      raise UserError(f"config.evals.{self.name}.epochs needs one entry per "
-                      f"config.evals.{self.name}.fractions entry")
+    settings, key = self.settings, f"config.evals.{self.name}"
+    if not settings.fractions:
+      return
+    if len(settings.epochs) != len(settings.fractions):
+      raise UserError(f"{key}.epochs needs one entry per {key}.fractions entry")
+    for fraction in settings.fractions:
+      check_number(f"{key}.fractions", fraction, above=0, maximum=1)
+    for epochs in settings.epochs:
+      check_number(f"{key}.epochs", epochs, above=0)
+    check_number(f"{key}.min_steps", settings.min_steps, minimum=1, integer=True)
+    check_number(f"{key}.batch_size", settings.batch_size, minimum=1, integer=True)
+    check_number(f"{key}.lr", settings.lr, above=0)
+    check_number(f"{key}.max_shift", settings.max_shift, minimum=0, below=0.5)
+    check_number(f"{key}.seeds", settings.seeds, minimum=1, integer=True)
     for source in self.settings.sources:
       if source not in NETWORK_SOURCES:
         raise UserError(f"cannot fine-tune feature source '{source}' "

@@ -7,6 +7,7 @@ picture is written as `eval/<name>.png` and listed in the report under "pictures
 import jax
 import numpy as np
 
+from ssl_jax.config_lib import check_number
 from ssl_jax.evaluators import Context, Evaluator as EvaluatorBase, Output
 
 
@@ -14,6 +15,10 @@ class Evaluator(EvaluatorBase):
   """The method's pictures of the first `num_pictures` test examples."""
 
   needs_labels = False
+
+  def check(self) -> None:
+    check_number(f"config.evals.{self.name}.num_pictures", self.settings.num_pictures,
+                 minimum=0, integer=True)
 
   def applies(self, context: Context) -> bool:
     return context.method.pictures is not None and bool(self.settings.num_pictures)

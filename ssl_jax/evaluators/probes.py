@@ -16,6 +16,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from ssl_jax.config_lib import check_choice, check_number
 from ssl_jax.errors import UserError
 from ssl_jax.evaluators import Context, Evaluator as EvaluatorBase, Output
 
@@ -82,6 +83,37 @@ def run_protocol(protocol: str, train: tuple, test: tuple, labelled: np.ndarray,
 
 class Evaluator(EvaluatorBase):
   """Every (feature source, protocol, labels per class) cell, mean and std over seeds."""
+
+  def check(self) -> None:
+    settings, key = self.settings, f"config.evals.{self.name}"
+    if not isinstance(settings.protocols, (tuple, list)):
+      raise UserError(f"{key}.protocols must be a tuple of {', '.join(PROTOCOLS)}, got "
+                      f"{settings.protocols!r}")
+    for protocol in settings.protocols:
+      check_choice(f"{key}.protocols", protocol, PROTOCOLS)
+    if not isinstance(settings.labels_per_class, (tuple, list)) or not settings.labels_per_class:
+      raise UserError(f"{key}.labels_per_class must be a non-empty tuple of integers >= 0 "
+                      f"(0 = all labels), got {settings.labels_per_class!r}")
+    for per_class in settings.labels_per_class:
+      check_number(f"{key}.labels_per_class", per_class, minimum=0, integer=True)
+    check_number(f"{key}.seeds", settings.seeds, minimum=1, integer=True)
+    if "linear" in settings.protocols:
+      check_choice(f"{key}.linear_l2", settings.get("linear_l2", "fixed"), ("fixed", "heldout"))
+      check_number(f"{key}.linear_c", settings.linear_c, above=0)
+      check_number(f"{key}.linear_max_iter", settings.linear_max_iter, minimum=1, integer=True)
+      check_number(f"{key}.linear_tol", settings.get("linear_tol", 1e-4), above=0)
+    if "knn" in settings.protocols:
+      check_number(f"{key}.knn_k", settings.knn_k, minimum=1, integer=True)
+      check_number(f"{key}.knn_temperature", settings.knn_temperature, above=0)
+    if "fewshot" in settings.protocols:
+      check_number(f"{key}.fewshot_l2", settings.get("fewshot_l2", 1.0), minimum=0)
+    if "label_propagation" in settings.protocols:
+      check_number(f"{key}.propagation_neighbors", settings.propagation_neighbors, minimum=1,
+                   integer=True)
+      check_number(f"{key}.propagation_alpha", settings.propagation_alpha, above=0, below=1)
+      check_number(f"{key}.propagation_max_iter", settings.propagation_max_iter, minimum=1,
+                   integer=True)
+      check_number(f"{key}.propagation_tol", settings.propagation_tol, above=0)
 
   def applies(self, context: Context) -> bool:
     return context.num_classes is not None and bool(context.config.eval.feature_sources)

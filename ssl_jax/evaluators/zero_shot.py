@@ -19,6 +19,12 @@ from ssl_jax.evaluators import Context, Evaluator as EvaluatorBase, Output
 class Evaluator(EvaluatorBase):
   """Zero-shot accuracy on the probe dataset's test split."""
 
+  def check(self) -> None:
+    for template in self.settings.prompts:
+      if not isinstance(template, str) or "{}" not in template:
+        raise UserError(f"config.evals.{self.name}.prompts must each contain '{{}}' (where the "
+                        f"class name goes), got {template!r}")
+
   def applies(self, context: Context) -> bool:
     embed = context.method.embed or {}
     return (context.num_classes is not None and bool(self.settings.prompts)

@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax import losses
+from ssl_jax.config_lib import check_choice, check_number  # pylint: disable=unused-import  (for methods)
 from ssl_jax.components import import_component
 from ssl_jax.errors import UserError
 from ssl_jax.models import apply_in_eval_mode, apply_in_train_mode, init_variables
@@ -92,12 +93,6 @@ def check_num_views(config, expected: int, method: str) -> None:
   if config.data.num_views != expected:
     raise UserError(f"{method} takes {expected} views per image, but config.data.num_views "
                     f"is {config.data.num_views}")
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-  """A UserError, at build time, when the config key `name` is not one of `choices`."""
-  if value not in choices:
-    raise UserError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
 def shared_network_method(network: Any, objective: Callable[..., tuple[jax.Array, dict]]

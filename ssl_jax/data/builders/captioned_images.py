@@ -28,7 +28,7 @@ colour or position, is what every caption of an image agrees on. The train/test 
 a short natural-language class name (PHOTO_CLASS_NAMES: "temple", "flower", ... ). Every
 caption names the scene with one of 3 descriptions of its photograph (SCENES, drawn per
 caption) and, depending on the template (PHOTO_TEMPLATES), attributes computed from the
-patch's pixels: its colour (`colour_name` of its mean colour, by hue, saturation and value)
+patch's pixels: its colour (`color_name` of its mean colour, by hue, saturation and value)
 and its tone ("dark" or "bright" by the mean colour's luma, or nothing in between).
 
 Every random draw comes from `numpy.random.default_rng((_SEED, split id, index...))`.
@@ -116,7 +116,7 @@ PHOTO_TEMPLATES = (
     "{colour} detail from an image of {scene}",
     "a small {tone}{colour} square cut from a photograph of {scene}",
 )
-# (hue name, upper bound in degrees): the hue bins of `colour_name`; above 345 is red again.
+# (hue name, upper bound in degrees): the hue bins of `color_name`; above 345 is red again.
 _HUE_STOPS = (("red", 15), ("orange", 45), ("yellow", 70), ("green", 165), ("blue", 260),
               ("purple", 320), ("pink", 345))
 DARK_LUMA, BRIGHT_LUMA = 60.0, 180.0  # tone thresholds on the mean colour's luma (0..255)
@@ -196,7 +196,7 @@ def digit_examples(split: str) -> Examples:
   return Examples(np.stack(out_images), np.array(out_labels, np.int64), captions)
 
 
-def colour_name(rgb: Sequence[float]) -> str:
+def color_name(rgb: Sequence[float]) -> str:
   """A basic colour name for a mean colour (0..255 per channel), from its HSV: value < 0.2 is
   black; else saturation < 0.15 is white (value > 0.85) or gray; else the hue decides: red
   (< 15 or >= 345 degrees), orange (< 45), yellow (< 70), green (< 165), blue (< 260), purple
@@ -230,7 +230,7 @@ def photo_captions(image: np.ndarray, label: int, rng: np.random.Generator) -> l
   different template with an independently drawn scene description. No tone is given with
   black or white ("dark black" says nothing more)."""
   mean = image.reshape(-1, 3).mean(axis=0)
-  colour, tone = colour_name(mean), tone_name(mean)
+  colour, tone = color_name(mean), tone_name(mean)
   if colour in ("black", "white"):
     tone = ""
   templates = rng.choice(len(PHOTO_TEMPLATES), CAPTIONS_PER_IMAGE, replace=False)
