@@ -16,7 +16,36 @@ from typing import Any
 import jax
 import optax
 
+from ssl_jax.config_lib import check_choice, check_number
 from ssl_jax.errors import UserError
+
+
+NAMES = ("lars", "adamw", "adam", "sgd")
+LR_SCALINGS = ("linear", "sqrt", "none")
+
+
+def check(optimizer_config, warmup_steps: int, total_steps: int) -> None:
+  """One-line UserErrors, before training, for optimizer values no run can use: the name and
+  learning-rate scaling, lr > 0, weight decay >= 0, momentum and Adam betas in [0, 1), a
+  clipping norm >= 0, an end factor in [0, 1], and a warm-up no longer than the run."""
+  section = "config.optimizer"
+  check_choice(f"{section}.name", optimizer_config.name, NAMES)
+  check_choice(f"{section}.lr_scaling", optimizer_config.lr_scaling, LR_SCALINGS)
+  check_number(f"{section}.lr", optimizer_config.lr, above=0)
+  check_number(f"{section}.weight_decay", optimizer_config.weight_decay, minimum=0)
+  if optimizer_config.name in ("lars", "sgd"):
+    check_number(f"{section}.momentum", optimizer_config.momentum, minimum=0, below=1)
+  if optimizer_config.name == "lars":
+    check_number(f"{section}.trust_coefficient", optimizer_config.trust_coefficient, above=0)
+  if optimizer_config.name in ("adam", "adamw"):
+    check_number(f"{section}.b1", optimizer_config.b1, minimum=0, below=1)
+    check_number(f"{section}.b2", optimizer_config.b2, minimum=0, below=1)
+  check_number(f"{section}.grad_clip_norm", optimizer_config.grad_clip_norm, minimum=0)
+  check_number(f"{section}.end_lr_factor", optimizer_config.end_lr_factor, minimum=0,
+               maximum=1)
+  if warmup_steps > total_steps:
+    raise UserError(f"the warm-up ({warmup_steps} steps, config.optimizer.warmup_*) is longer "
+                    f"than the run ({total_steps} steps): it must be <= total steps")
 
 
 def decay_mask(params: Any) -> Any:

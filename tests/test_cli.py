@@ -34,6 +34,44 @@ CASES = {
                             "batch_size 12 is not divisible by the device count 8"),
     "views the method cannot take": (["--config.data.num_views=3"],
                                      "SimCLR takes 2 views per image"),
+    "unknown modality": (["--config.data.modality=audio"],
+                         "config.data.modality must be one of image, image_text, sequence"),
+    "negative duration": (["--config.total_steps=-5"], "total_steps must be >= 0"),
+    # Evaluation settings, checked before the first training step.
+    "unknown probe protocol": (["--config.evals.probes.protocols=('no_such',)"],
+                               "config.evals.probes.protocols must be one of linear, knn"),
+    "negative labels per class": (["--config.evals.probes.labels_per_class=(-1,)"],
+                                  "config.evals.probes.labels_per_class must be an integer >= 0"),
+    "no seeds": (["--config.evals.probes.seeds=0"],
+                 "config.evals.probes.seeds must be an integer >= 1"),
+    "kNN k of 0": (["--config.evals.probes.knn_k=0"], "config.evals.probes.knn_k must be an "
+                   "integer >= 1"),
+    "propagation alpha of 1.5": (["--config.evals.probes.propagation_alpha=1.5"],
+                                 "config.evals.probes.propagation_alpha must be a number > 0 "
+                                 "and < 1"),
+    "unknown feature source": (["--config.eval.feature_sources=('pixels',)"],
+                               "unknown feature source 'pixels'"),
+    "fine-tuning epochs per fraction": (["--config.evals.finetune.fractions=(0.5,)"],
+                                        "config.evals.finetune.epochs needs one entry per"),
+    "fine-tuning fraction above 1": (["--config.evals.finetune.fractions=(1.5, 0.1)"],
+                                     "config.evals.finetune.fractions must be a number > 0 and "
+                                     "<= 1"),
+    "prompt without a placeholder": (["--config.evals.zero_shot.prompts=('a photo',)"],
+                                     "config.evals.zero_shot.prompts must each contain '{}'"),
+    "negative pictures": (["--config.evals.pictures.num_pictures=-1"],
+                          "config.evals.pictures.num_pictures must be an integer >= 0"),
+    # Optimizer values.
+    "negative learning rate": (["--config.optimizer.lr=-1.0"],
+                               "config.optimizer.lr must be a number > 0, got -1.0"),
+    "negative weight decay": (["--config.optimizer.weight_decay=-0.1"],
+                              "config.optimizer.weight_decay must be a number >= 0"),
+    "Adam beta of 1": (["--config.optimizer.b2=1.0"],
+                       "config.optimizer.b2 must be a number >= 0 and < 1"),
+    "unknown optimizer": (["--config.optimizer.name=rmsprop"],
+                          "config.optimizer.name must be one of lars, adamw, adam, sgd"),
+    "warm-up longer than the run": (["--config.optimizer.warmup_steps=5000"],
+                                    "the warm-up (5000 steps, config.optimizer.warmup_*) is "
+                                    "longer than the run (1500 steps)"),
 }
 
 
@@ -75,6 +113,63 @@ def test_workdir_of_another_run_is_not_overwritten(tmp_path, data_dir):
   assert result.returncode == 2 and "Traceback" not in result.stderr
   assert "holds a run with dataset='cifar10'" in result.stderr
   assert '"cifar10"' in (workdir / "config.json").read_text()
+
+
+def _saved_run(tmp_path, config_module: str, variant: str):
+  """A workdir holding only the config.json a run of `config_module:variant` would save."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, ROOT)
+  config = importlib.import_module(f"configs.{config_module}").get_config(variant)
+  workdir = tmp_path / config_module
+  workdir.mkdir()
+  (workdir / "config.json").write_text(config.to_json_best_effort())
+  return workdir
+
+
+# Command lines that read a finished run: (module, run's config, arguments, expected error).
+RUN_CASES = {
+    "evaluate without --workdir": ("evaluate", None, [], "--workdir is required"),
+    "evaluate overriding a training key": (
+        "evaluate", ("simclr", "digits"), ["--config.batch_size=3"],
+        "--config.batch_size: only evaluation settings can change after training"),
+    "evaluate overriding an unknown key": (
+        "evaluate", ("simclr", "digits"), ["--config.evals.probes.no_such=1"],
+        "unknown config key in --config.evals.probes.no_such"),
+    "evaluate override of the wrong type": (
+        "evaluate", ("simclr", "digits"), ["--config.evals.probes.seeds=many"],
+        "--config.evals.probes.seeds=many: expected a value of type int"),
+    "evaluate override out of range": (
+        "evaluate", ("simclr", "digits"), ["--config.evals.probes.knn_k=0"],
+        "config.evals.probes.knn_k must be an integer >= 1"),
+    "fill_mask on a run that is not a masked LM": (
+        "fill_mask", ("simclr", "digits"), ["The [MASK] is."],
+        "fill_mask needs a masked-LM run"),
+    "fill_mask with top_k 0": ("fill_mask", ("mlm", "python_docs"), ["--top_k=0", "A [MASK]."],
+                               "--top_k must be >= 1"),
+    "fill_mask without a text": ("fill_mask", ("mlm", "python_docs"), [],
+                                 "give at least one text with [MASK]"),
+    "generate on a run that is not a causal LM": (
+        "generate", ("mlm", "python_docs"), ["Return the"], "generate needs a causal-LM run"),
+    "generate with a negative temperature": (
+        "generate", ("causal_lm", "python_docs"), ["--temperature=-1", "Return the"],
+        "--temperature and --top_k must be >= 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RUN_CASES))
+def test_bad_input_to_the_run_readers_fails_with_one_line(case, tmp_path):
+  module, run_config, args, expected = RUN_CASES[case]
+  workdir = [f"--workdir={_saved_run(tmp_path, *run_config)}"] if run_config else []
+  before = sorted(os.listdir(tmp_path))
+  result = subprocess.run([sys.executable, "-m", f"ssl_jax.{module}", *workdir, *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=180)
+  assert result.returncode == 2, result.stderr
+  assert "Traceback" not in result.stderr
+  errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and expected in errors[0], result.stderr
+  assert sorted(os.listdir(tmp_path)) == before  # nothing written beside the run
+  if run_config:
+    assert sorted(os.listdir(tmp_path / run_config[0])) == ["config.json"]
 
 
 def test_evaluate_without_a_run(tmp_path):

@@ -113,6 +113,8 @@ def reconstruction_setup(c: ml_collections.ConfigDict, variant: str, method: str
   epochs on CIFAR-10 (images whole, with flips), 100 epochs of batch 1024 on ImageNet.
   `unit_pixels` normalises with mean 0 and std 1, so the network sees (and reconstructs)
   pixels in [0, 1]; otherwise with the dataset's mean and std."""
+  if variant not in DECODER_WIDTHS:
+    raise ValueError(f"unknown {method} variant '{variant}': use {', '.join(DECODER_WIDTHS)}")
   setup_variant(c, variant, method)
   channels = len(c.augment.mean)
   mean, std = ((0.0,) * channels, (1.0,) * channels) if unit_pixels else (
