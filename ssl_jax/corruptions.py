@@ -15,32 +15,37 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssl_jax.config_lib import check_choice, check_number
 from ssl_jax.errors import UserError
 
 NOISE_KINDS = ("none", "gaussian", "masking", "salt_and_pepper")
 REGIONS = ("center", "random_blocks")
 
 
-def check_noise(kind: str, level: float) -> None:
-  """A UserError for an unknown noise kind or a level outside its range."""
-  if kind not in NOISE_KINDS:
-    raise UserError(f"unknown noise '{kind}': use {', '.join(NOISE_KINDS)}")
-  if kind in ("masking", "salt_and_pepper") and not 0.0 <= level <= 1.0:
-    raise UserError(f"noise_level is the fraction of corrupted pixels for '{kind}', so it "
-                    f"must be in [0, 1], got {level}")
-  if kind == "gaussian" and level < 0:
-    raise UserError(f"noise_level is the Gaussian noise std, so it must be >= 0, got {level}")
+def check_noise(kind: str, level: float, section: str = "config.autoencoder") -> None:
+  """A UserError for an unknown noise kind or a level outside its range; `section` names the
+  config section whose `noise` and `noise_level` they are."""
+  check_choice(f"{section}.noise", kind, NOISE_KINDS)
+  if kind in ("masking", "salt_and_pepper"):
+    check_number(f"{section}.noise_level (the fraction of corrupted pixels for '{kind}')",
+                 level, minimum=0, maximum=1)
+  elif kind == "gaussian":
+    check_number(f"{section}.noise_level (the Gaussian noise std)", level, minimum=0)
 
 
-def check_region(region: str, size: float, grid: int) -> None:
-  """A UserError for an unknown region, a hidden fraction outside (0, 1) or a bad grid."""
-  if region not in REGIONS:
-    raise UserError(f"unknown inpainting region '{region}': use {', '.join(REGIONS)}")
-  if not 0.0 < size < 1.0:
-    raise UserError(f"inpainting.size is the hidden fraction of the image, so it must be in "
-                    f"(0, 1), got {size}")
-  if region == "random_blocks" and grid < 1:
-    raise UserError(f"inpainting.grid (blocks per image side) must be >= 1, got {grid}")
+def check_region(region: str, size: float, grid: int, section: str = "config.inpainting"
+                 ) -> None:
+  """A UserError for an unknown region, a hidden fraction outside (0, 1), a bad grid, or random
+  blocks that would hide no block or every block; `section` names the config section whose
+  `region`, `size` and `grid` they are."""
+  check_choice(f"{section}.region", region, REGIONS)
+  check_number(f"{section}.size (the hidden fraction of the image)", size, above=0, below=1)
+  if region == "random_blocks":
+    check_number(f"{section}.grid (blocks per image side)", grid, minimum=1, integer=True)
+    hidden = round(size * grid * grid)
+    if not 1 <= hidden < grid * grid:
+      raise UserError(f"{section}.size {size} hides {hidden} of the {grid * grid} blocks of "
+                      f"{section}.grid {grid}; it must hide at least one and not all")
 
 
 def random_subset_mask(rng: jax.Array, batch: int, count: int, chosen: int) -> jax.Array:

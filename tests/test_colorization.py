@@ -12,6 +12,7 @@ import tensorflow_datasets as tfds
 from skimage import color as skimage_color
 
 from configs import colorization as colorization_config
+from configs.recipes import augmentations
 from ssl_jax import config_lib, methods, train
 from ssl_jax.data import augment, color
 from ssl_jax.data.builders import photos

@@ -165,7 +165,7 @@ def test_gaussian_noise_has_the_configured_std_and_none_is_the_identity():
   assert corruptions.pixel_noise(jax.random.PRNGKey(0), pixels, "none", 0.2) is pixels
   with pytest.raises(UserError, match="fraction"):
     corruptions.check_noise("masking", 1.5)
-  with pytest.raises(UserError, match="unknown noise"):
+  with pytest.raises(UserError, match="noise must be one of"):
     corruptions.check_noise("dropout", 0.1)
 
 

@@ -39,6 +39,7 @@ The trainer and the evaluators find a method's inputs through the run's modality
 (`ssl_jax.modalities`): a method never reads the modality's name either.
 """
 import dataclasses
+import inspect
 from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple
 
@@ -50,6 +51,11 @@ from ssl_jax.config_lib import check_choice, check_number  # pylint: disable=unu
 from ssl_jax.components import import_component
 from ssl_jax.errors import UserError
 from ssl_jax.models import apply_in_eval_mode, apply_in_train_mode, init_variables
+from ssl_jax.models.decoder import Decoder
+from ssl_jax.models.heads import MLPHead
+
+# The computation dtypes a head or decoder section may name.
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 class StepOutput(NamedTuple):
@@ -93,6 +99,51 @@ def check_num_views(config, expected: int, method: str) -> None:
   if config.data.num_views != expected:
     raise UserError(f"{method} takes {expected} views per image, but config.data.num_views "
                     f"is {config.data.num_views}")
+
+
+def check_options(key: str, section, module: type, fixed: tuple[str, ...] = ()) -> None:
+  """A UserError when the config section `key` (e.g. "config.projector") names an option the
+  Flax module `module` it configures does not take, or one the method sets itself (`fixed`),
+  or a `dtype` not in DTYPES."""
+  known = set(inspect.signature(module).parameters) - {"parent", "name", *fixed}
+  unknown = sorted(set(section.keys()) - known)
+  if unknown:
+    raise UserError(f"{key} has no option {unknown[0]!r}; it takes {sorted(known)}")
+  if "dtype" in section:
+    check_choice(f"{key}.dtype", section["dtype"], DTYPES)
+
+
+def check_sizes(key: str, values, minimum: int = 1, allow_empty: bool = False) -> None:
+  """A UserError unless the config key `key` is a tuple of integers >= `minimum` (widths,
+  kernels, strides), non-empty unless `allow_empty`."""
+  if not isinstance(values, (tuple, list)) or (not values and not allow_empty):
+    raise UserError(f"{key} must be a {'' if allow_empty else 'non-empty '}tuple of integers "
+                    f">= {minimum}, got {values!r}")
+  for index, value in enumerate(values):
+    check_number(f"{key}[{index}]", value, minimum=minimum, integer=True)
+
+
+def check_mlp_head(key: str, section, fixed: tuple[str, ...] = ()) -> None:
+  """UserErrors for a config section that configures an `MLPHead` (a projector, predictor or
+  classifier head): unknown options, sizes that are not integers >= 1, flags that are not
+  booleans."""
+  check_options(key, section, MLPHead, fixed)
+  for option in ("hidden_dim", "output_dim", "num_layers"):
+    if option in section:
+      check_number(f"{key}.{option}", section[option], minimum=1, integer=True)
+  for option in ("hidden_norm", "output_norm"):
+    if option in section:
+      check_choice(f"{key}.{option}", section[option], (True, False))
+
+
+def check_image_decoder(config) -> None:
+  """UserErrors for `config.decoder`, the reconstruction objectives' `models.decoder.Decoder`
+  (whether the image side suits its upsamplings is checked when the network is built)."""
+  decoder = config.decoder
+  check_options("config.decoder", decoder, Decoder)
+  check_sizes("config.decoder.widths", decoder.get("widths", Decoder.widths))
+  check_number("config.decoder.convs_per_stage", decoder.get("convs_per_stage", 1), minimum=0,
+               integer=True)
 
 
 def shared_network_method(network: Any, objective: Callable[..., tuple[jax.Array, dict]]

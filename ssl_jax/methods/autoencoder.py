@@ -23,7 +23,8 @@ import jax
 
 from ssl_jax import corruptions, losses
 from ssl_jax.data import augment
-from ssl_jax.methods import Method, check_num_views, corrupted_reconstruction_method
+from ssl_jax.methods import (Method, check_image_decoder, check_num_views,
+                             corrupted_reconstruction_method)
 from ssl_jax.models.decoder import EncoderDecoder, build_encoder_decoder
 
 
@@ -31,10 +32,11 @@ def build(config, length) -> Method:
   check_num_views(config, 1, "autoencoder")
   del length  # no schedule besides the optimizer's
   settings = config.autoencoder
+  corruptions.check_noise(settings.noise, settings.noise_level, "config.autoencoder")
+  check_image_decoder(config)
   noise, noise_level = settings.noise, float(settings.noise_level)
-  corruptions.check_noise(noise, noise_level)
   network = build_encoder_decoder(config, EncoderDecoder, settings.latent_dim,
-                                  "autoencoder.latent_dim")
+                                  "config.autoencoder.latent_dim")
 
   def corrupt(rng: jax.Array, images: jax.Array):
     """Normalised images -> (the same with `noise` applied on the pixel scale, no mask: the

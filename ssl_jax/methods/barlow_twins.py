@@ -13,8 +13,8 @@ Config (`config.barlow_twins`): `lambda_` (the off-diagonal weight, 0.0051 in th
 import jax.numpy as jnp
 
 from ssl_jax import losses
-from ssl_jax.errors import UserError
-from ssl_jax.methods import Method, check_num_views, shared_network_method
+from ssl_jax.methods import (Method, check_mlp_head, check_num_views, check_number,
+                             shared_network_method)
 from ssl_jax.models import build_encoder
 from ssl_jax.models.heads import MLPHead, ProjectedEncoder
 
@@ -23,9 +23,9 @@ def build(config, length) -> Method:
   check_num_views(config, 2, "Barlow Twins")
   del length  # No schedule besides the optimizer's.
   settings = config.barlow_twins
-  if settings.lambda_ < 0 or settings.scale <= 0:
-    raise UserError(f"barlow_twins.lambda_ must be >= 0 and scale > 0, got "
-                     f"{settings.lambda_} and {settings.scale}")
+  check_number("config.barlow_twins.lambda_", settings.lambda_, minimum=0)
+  check_number("config.barlow_twins.scale", settings.scale, above=0)
+  check_mlp_head("config.projector", config.projector)
 
   def objective(z1, z2):
     value, correlation = losses.barlow_twins(z1, z2, settings.lambda_)

@@ -15,16 +15,21 @@ from typing import Any
 import jax
 
 from ssl_jax import ema, losses
-from ssl_jax.methods import Method, StepOutput, check_num_views, merge_views, split_views
+from ssl_jax.methods import (Method, StepOutput, check_mlp_head, check_num_views, check_number,
+                             merge_views, split_views)
 from ssl_jax.models import apply_in_eval_mode, apply_in_train_mode, build_encoder, init_variables
 from ssl_jax.models.heads import MLPHead, ProjectedEncoder
 
 
 def build(config, length) -> Method:
   check_num_views(config, 2, "BYOL")
+  settings = config.byol
+  for name in ("base_momentum", "final_momentum"):  # the EMA's tau
+    check_number(f"config.byol.{name}", settings[name], minimum=0, maximum=1)
+  check_mlp_head("config.projector", config.projector)
+  check_mlp_head("config.predictor", config.predictor)
   online = ProjectedEncoder(build_encoder(config.encoder), MLPHead(**config.projector))
   predictor = MLPHead(**config.predictor)
-  settings = config.byol
   target = ema.MomentumTarget(
       ProjectedEncoder(build_encoder(config.encoder, deterministic=True),
                        MLPHead(**config.projector)),

@@ -53,7 +53,7 @@ def next_token_targets(tokens: jax.Array, attention_mask: jax.Array
 
 def build(config, length) -> Method:
   del length  # No schedule besides the optimizer's.
-  check_choice("causal_lm.pooling", config.causal_lm.pooling, POOLINGS)
+  check_choice("config.causal_lm.pooling", config.causal_lm.pooling, POOLINGS)
   pooling = config.causal_lm.pooling
   model = network(config)
 

@@ -25,8 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax import losses
-from ssl_jax.errors import UserError
-from ssl_jax.methods import Method, StepOutput
+from ssl_jax.methods import Method, StepOutput, check_num_views, check_number
 from ssl_jax.models import (apply_in_eval_mode, apply_in_train_mode, build_encoder, clip,
                             init_variables, transformer)
 
@@ -34,9 +33,8 @@ from ssl_jax.models import (apply_in_eval_mode, apply_in_train_mode, build_encod
 def network(config) -> clip.CLIP:
   """The two towers that `config` describes (checked)."""
   settings = config.clip
-  if settings.embed_dim < 1 or not settings.init_temperature > 0:
-    raise UserError(f"config.clip.embed_dim ({settings.embed_dim}) must be >= 1 and "
-                    f"init_temperature ({settings.init_temperature}) > 0")
+  check_number("config.clip.embed_dim", settings.embed_dim, minimum=1, integer=True)
+  check_number("config.clip.init_temperature", settings.init_temperature, above=0)
   text = transformer.Decoder(vocab_size=config.tokenizer.vocab_size, **config.transformer)
   return clip.CLIP(image_encoder=build_encoder(config.encoder), text_encoder=text,
                    embed_dim=settings.embed_dim, init_temperature=settings.init_temperature)
@@ -44,10 +42,8 @@ def network(config) -> clip.CLIP:
 
 def build(config, length) -> Method:
   del length  # No schedule besides the optimizer's.
+  check_num_views(config, 1, "clip")
   model = network(config)
-  if config.data.num_views != 1:
-    raise UserError(f"clip takes 1 view per image, but config.data.num_views is "
-                    f"{config.data.num_views}")
 
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
     params, batch_stats = init_variables(model, rng, batch["views"][:, 0], batch["tokens"],

@@ -40,7 +40,8 @@ import jax.numpy as jnp
 
 from ssl_jax.data import color
 from ssl_jax.errors import UserError
-from ssl_jax.methods import Method, StepOutput, check_num_views
+from ssl_jax.methods import (Method, StepOutput, check_choice, check_num_views, check_number,
+                             check_options, check_sizes)
 from ssl_jax.models import apply_in_eval_mode, apply_in_train_mode, init_variables
 from ssl_jax.models.colorizer import Colorizer
 
@@ -55,8 +56,7 @@ _COLOUR_CHANGING = ("jitter_prob", "grayscale_prob", "solarize_prob")
 def _check_settings(config) -> None:
   """UserErrors for settings that cannot work, before anything is built."""
   settings = config.colorization
-  if settings.mode not in MODES:
-    raise UserError(f"colorization.mode must be one of {MODES}, got {settings.mode!r}")
+  check_choice("config.colorization.mode", settings.mode, MODES)
   if len(config.augment.mean) != 3:
     raise UserError("colorization needs RGB images: config.augment.mean must have 3 entries, "
                     f"got {len(config.augment.mean)}")
@@ -65,12 +65,21 @@ def _check_settings(config) -> None:
   if changing:
     raise UserError(f"colorization predicts the original colours: config.augment.{changing[0]} "
                     "must be 0")
-  positive = ("bin_size", "encoding_sigma", "prior_sigma", "annealing_temperature")
-  for key in positive:
-    if not settings[key] > 0:
-      raise UserError(f"colorization.{key} must be positive, got {settings[key]}")
-  if not 0 < settings.rebalance_mix <= 1:
-    raise UserError(f"colorization.rebalance_mix must be in (0, 1], got {settings.rebalance_mix}")
+  for key in ("bin_size", "encoding_sigma", "prior_sigma", "annealing_temperature"):
+    check_number(f"config.colorization.{key}", settings[key], above=0)
+  check_number("config.colorization.rebalance_mix", settings.rebalance_mix, above=0, maximum=1)
+  # The lengths of the per-stage settings are checked by `Colorizer.encoder_stages`.
+  colorizer = config.colorizer
+  check_options("config.colorizer", colorizer, Colorizer, fixed=("num_outputs",))
+  check_sizes("config.colorizer.widths", colorizer.get("widths", Colorizer.widths))
+  check_sizes("config.colorizer.decoder_widths",
+              colorizer.get("decoder_widths", Colorizer.decoder_widths), allow_empty=True)
+  for key in ("convs_per_stage", "strides", "dilations"):
+    value = colorizer.get(key, getattr(Colorizer, key))
+    if isinstance(value, (tuple, list)):
+      check_sizes(f"config.colorizer.{key}", value)
+    else:  # one value for every stage
+      check_number(f"config.colorizer.{key}", value, minimum=1, integer=True)
 
 
 def build(config, length) -> Method:
@@ -81,9 +90,9 @@ def build(config, length) -> Method:
   classification = settings.mode == "classification"
   centres = jnp.asarray(color.ab_gamut_bins(float(settings.bin_size)))
   num_bins = centres.shape[0]
-  if classification and not 1 <= settings.neighbours <= num_bins:
-    raise UserError(f"colorization.neighbours must be in [1, {num_bins}] (the in-gamut bins), "
-                    f"got {settings.neighbours}")
+  if classification:
+    check_number(f"config.colorization.neighbours (of the {num_bins} in-gamut bins)",
+                 settings.neighbours, minimum=1, maximum=num_bins, integer=True)
   network = Colorizer(**config.colorizer, num_outputs=num_bins if classification else 2)
   network.encoder_stages()  # checks the per-stage settings now, not at the first step
   mean = jnp.asarray(config.augment.mean, jnp.float32)

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from ssl_jax import losses
 from ssl_jax.errors import UserError
-from ssl_jax.methods import Method, StepOutput, check_choice
+from ssl_jax.methods import Method, StepOutput, check_choice, check_number, check_sizes
 from ssl_jax.methods.causal_lm import pool
 from ssl_jax.models import predictive_coding
 
@@ -34,15 +34,15 @@ POOLINGS = ("last", "mean")
 def network(config) -> predictive_coding.CPCNetwork:
   """The encoder, GRU and predictors that `config.cpc` describes (checked)."""
   settings = config.cpc
-  layers = {len(settings.widths), len(settings.kernels), len(settings.strides)}
-  if len(layers) != 1 or not settings.widths:
+  for name in ("widths", "kernels", "strides"):
+    check_sizes(f"config.cpc.{name}", settings[name])
+  if not len(settings.widths) == len(settings.kernels) == len(settings.strides):
     raise UserError("config.cpc.widths, kernels and strides must have one entry per layer")
   if any(kernel < stride for kernel, stride in zip(settings.kernels, settings.strides)):
     raise UserError(f"config.cpc.kernels {tuple(settings.kernels)} must each be >= the "
                     f"layer's stride {tuple(settings.strides)} (causal padding is K - S)")
-  if settings.prediction_steps < 1:
-    raise UserError(f"config.cpc.prediction_steps must be >= 1, got "
-                    f"{settings.prediction_steps}")
+  check_number("config.cpc.context_width", settings.context_width, minimum=1, integer=True)
+  check_number("config.cpc.prediction_steps", settings.prediction_steps, minimum=1, integer=True)
   check_choice("config.cpc.pooling", settings.pooling, POOLINGS)
   return predictive_coding.CPCNetwork(
       widths=tuple(settings.widths), kernels=tuple(settings.kernels),

@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax import config_lib, ema, losses
-from ssl_jax.errors import UserError
-from ssl_jax.methods import Method, StepOutput, check_num_views, merge_views, split_views
+from ssl_jax.methods import (Method, StepOutput, check_choice, check_num_views, check_number,
+                             check_options, merge_views, split_views)
 from ssl_jax.models import apply_in_eval_mode, apply_in_train_mode, build_encoder, init_variables
 from ssl_jax.models.heads import DINOHead, ProjectedEncoder
 
@@ -49,17 +49,37 @@ def update_center(center: jax.Array, teacher_logits: jax.Array, momentum: float)
       teacher_logits.astype(jnp.float32), axis=0)
 
 
+def _check_settings(config) -> None:
+  settings = config.dino
+  for name in ("student_temperature", "teacher_temperature", "warmup_teacher_temperature"):
+    check_number(f"config.dino.{name}", settings[name], above=0)
+  for name in ("center_momentum", "base_momentum", "final_momentum"):
+    check_number(f"config.dino.{name}", settings[name], minimum=0, maximum=1)
+  for prefix in ("teacher_temperature_warmup", "freeze_last_layer"):
+    for unit, integer in (("steps", True), ("epochs", False)):
+      if settings.get(f"{prefix}_{unit}") is not None:
+        check_number(f"config.dino.{prefix}_{unit}", settings[f"{prefix}_{unit}"], minimum=0,
+                     integer=integer)
+  check_choice("config.dino.represent_teacher", settings.represent_teacher, (True, False))
+  head = config.head
+  check_options("config.head", head, DINOHead)
+  for name in ("hidden_dim", "bottleneck_dim", "output_dim", "num_layers"):
+    if name in head:
+      check_number(f"config.head.{name}", head[name], minimum=1, integer=True)
+  for name in ("use_bn", "norm_last_layer"):
+    if name in head:
+      check_choice(f"config.head.{name}", head[name], (True, False))
+
+
 def build(config, length) -> Method:
   check_num_views(config, 2, "DINO")
+  _check_settings(config)
   settings = config.dino
   network = ProjectedEncoder(build_encoder(config.encoder), DINOHead(**config.head))
   teacher = ema.MomentumTarget(  # no drop path in the teacher, as DINO's
       ProjectedEncoder(build_encoder(config.encoder, deterministic=True),
                        DINOHead(**config.head)),
       length.schedule_steps, settings.base_momentum, settings.final_momentum)
-  for name in ("student_temperature", "teacher_temperature", "warmup_teacher_temperature"):
-    if settings[name] <= 0:
-      raise UserError(f"dino.{name} must be positive, got {settings[name]}")
   warmup_steps = config_lib.to_steps(settings, "teacher_temperature_warmup",
                                      length.steps_per_epoch, default=0)
   freeze_steps = config_lib.to_steps(settings, "freeze_last_layer", length.steps_per_epoch,

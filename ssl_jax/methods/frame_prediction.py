@@ -41,8 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax import losses
-from ssl_jax.errors import UserError
-from ssl_jax.methods import Method, StepOutput, check_choice
+from ssl_jax.methods import Method, StepOutput, check_choice, check_number, check_sizes
 from ssl_jax.models.decoder import first_feature_map_side
 from ssl_jax.models.frame_predictor import FramePredictor
 
@@ -56,10 +55,14 @@ def network(config) -> FramePredictor:
   check_choice("config.frame_prediction.likelihood", settings.likelihood, LIKELIHOODS)
   check_choice("config.frame_prediction.representation", settings.representation,
                REPRESENTATIONS)
-  if settings.context_frames < 1 or settings.context_frames >= config.data.num_frames:
-    raise UserError(f"config.frame_prediction.context_frames must be in [1, "
-                    f"data.num_frames={config.data.num_frames}), got {settings.context_frames}")
-  first_feature_map_side(config.data.image_size, settings.decoder_widths)
+  check_number("config.frame_prediction.context_frames (below config.data.num_frames)",
+               settings.context_frames, minimum=1, below=config.data.num_frames, integer=True)
+  check_sizes("config.frame_prediction.encoder_widths", settings.encoder_widths)
+  check_sizes("config.frame_prediction.decoder_widths", settings.decoder_widths)
+  for name in ("code_dim", "state_width"):
+    check_number(f"config.frame_prediction.{name}", settings[name], minimum=1, integer=True)
+  first_feature_map_side(config.data.image_size, settings.decoder_widths,
+                         "config.frame_prediction.decoder_widths")
   return FramePredictor(encoder_widths=tuple(settings.encoder_widths),
                         code_dim=settings.code_dim, state_width=settings.state_width,
                         decoder_widths=tuple(settings.decoder_widths))

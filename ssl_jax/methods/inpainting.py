@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax import corruptions
-from ssl_jax.methods import Method, check_num_views, corrupted_reconstruction_method
+from ssl_jax.methods import (Method, check_image_decoder, check_num_views,
+                             corrupted_reconstruction_method)
 from ssl_jax.models.decoder import EncoderDecoder, build_encoder_decoder
 
 
@@ -37,10 +38,11 @@ def build(config, length) -> Method:
   check_num_views(config, 1, "inpainting")
   del length  # no schedule besides the optimizer's
   settings = config.inpainting
+  corruptions.check_region(settings.region, settings.size, settings.grid, "config.inpainting")
+  check_image_decoder(config)
   region, size, grid = settings.region, float(settings.size), int(settings.grid)
-  corruptions.check_region(region, size, grid)
   network = build_encoder_decoder(config, EncoderDecoder, settings.bottleneck_dim,
-                                  "inpainting.bottleneck_dim")
+                                  "config.inpainting.bottleneck_dim")
 
   def hide(rng: jax.Array, images: jax.Array):
     """(images with the hidden region at 0, the mask [B, H, W, 1] (True = hidden: the loss

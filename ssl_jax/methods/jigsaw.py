@@ -44,8 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax import losses
-from ssl_jax.errors import UserError
-from ssl_jax.methods import Method, StepOutput, check_num_views
+from ssl_jax.methods import (Method, StepOutput, check_choice, check_num_views, check_number,
+                             check_options)
 from ssl_jax.models import apply_in_eval_mode, apply_in_train_mode, build_encoder, init_variables
 from ssl_jax.models.context_free import ContextFreeHead
 
@@ -73,13 +73,10 @@ def permutation_set(num_tiles: int, num_permutations: int, seed: int,
   sum (`selection="average"`) or the largest minimum (`"minimum"`) of Hamming distances to the
   permutations chosen so far. Read-only, so the cached array cannot be changed by a caller.
   """
-  if selection not in SELECTIONS:
-    raise UserError(f"jigsaw.permutation_selection must be one of {SELECTIONS}, got "
-                    f"{selection!r}")
+  check_choice("config.jigsaw.permutation_selection", selection, SELECTIONS)
   total = math.factorial(num_tiles)
-  if not 2 <= num_permutations <= total:
-    raise UserError(f"jigsaw.num_permutations must be in [2, {total}] for {num_tiles} tiles, "
-                    f"got {num_permutations}")
+  check_number("config.jigsaw.num_permutations", num_permutations, minimum=2, maximum=total,
+               integer=True)  # of the num_tiles! orderings
   columns = _orderings(num_tiles)
   chosen = [int(np.random.default_rng(seed).integers(total))]
   if selection == "average":
@@ -154,20 +151,30 @@ def make_puzzles(rng: jax.Array, region: jax.Array, permutations: jax.Array, gri
   return Puzzles(tiles, labels, offsets)
 
 
-def _check_settings(settings: Any) -> None:
-  if settings.grid_size not in _GRID_SIZES:
-    raise UserError(f"jigsaw.grid_size must be one of {_GRID_SIZES} (the permutation set is "
-                    f"chosen from all orderings of the tiles), got {settings.grid_size}")
-  if not 1 <= settings.tile_size <= settings.cell_size:
-    raise UserError(f"jigsaw.tile_size ({settings.tile_size}) must be between 1 and "
-                    f"jigsaw.cell_size ({settings.cell_size})")
+def _check_settings(config: Any) -> None:
+  """The settings `permutation_set` does not check itself (it checks the number of
+  permutations and the selection rule when `build` calls it, before any network is built)."""
+  settings = config.jigsaw
+  # The permutation set is chosen from all orderings of the tiles: 16! are too many.
+  check_choice("config.jigsaw.grid_size", settings.grid_size, _GRID_SIZES)
+  check_number("config.jigsaw.cell_size", settings.cell_size, minimum=1, integer=True)
+  check_number("config.jigsaw.tile_size (at most config.jigsaw.cell_size)", settings.tile_size,
+               minimum=1, maximum=settings.cell_size, integer=True)
+  check_number("config.jigsaw.permutation_seed", settings.permutation_seed, minimum=0,
+               integer=True)
+  check_choice("config.jigsaw.normalize_tiles", settings.normalize_tiles, (True, False))
+  head = config.head
+  check_options("config.head", head, ContextFreeHead, fixed=("num_classes",))
+  for name in ("tile_dim", "hidden_dim", "num_layers"):
+    if name in head:
+      check_number(f"config.head.{name}", head[name], minimum=1, integer=True)
 
 
 def build(config, length) -> Method:
   check_num_views(config, 1, "Jigsaw")
   del length  # No schedule besides the optimizer's.
+  _check_settings(config)
   settings = config.jigsaw
-  _check_settings(settings)
   grid_size, tile_size = settings.grid_size, settings.tile_size
   region_side = grid_size * settings.cell_size
   permutations = jnp.asarray(permutation_set(

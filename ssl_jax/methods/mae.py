@@ -33,7 +33,8 @@ import jax.numpy as jnp
 
 from ssl_jax import losses
 from ssl_jax.errors import UserError
-from ssl_jax.methods import Method, StepOutput, check_num_views
+from ssl_jax.methods import (Method, StepOutput, check_choice, check_num_views, check_number,
+                             check_options)
 from ssl_jax.models import build_encoder, vit
 from ssl_jax.models.masked_autoencoder import MAEDecoder, MaskedAutoencoder, patchify, unpatchify
 
@@ -65,28 +66,35 @@ def _check(config) -> tuple[int, int]:
   """Build-time checks; returns (number of patches, number of visible patches)."""
   check_num_views(config, 1, "MAE")
   if config.encoder.name != "vit":
-    raise UserError(f"MAE needs a ViT encoder (encoder.name='vit'), got '{config.encoder.name}'")
+    raise UserError(f"MAE needs a ViT encoder (config.encoder.name='vit'), got "
+                    f"'{config.encoder.name}'")
   patch_size, image_size = config.encoder.patch_size, config.data.image_size
   if image_size % patch_size:
-    raise UserError(f"data.image_size {image_size} is not divisible by encoder.patch_size "
-                    f"{patch_size}")
+    raise UserError(f"config.data.image_size {image_size} is not divisible by "
+                    f"config.encoder.patch_size {patch_size}")
   settings = config.mae
-  if not 0.0 < settings.mask_ratio < 1.0:
-    raise UserError(f"mae.mask_ratio must be in (0, 1), got {settings.mask_ratio}")
+  check_number("config.mae.mask_ratio", settings.mask_ratio, above=0, below=1)
   num_patches = (image_size // patch_size) ** 2
   num_visible = num_visible_patches(num_patches, settings.mask_ratio)
   if not 1 <= num_visible < num_patches:
-    raise UserError(f"mae.mask_ratio {settings.mask_ratio} leaves {num_visible} of "
+    raise UserError(f"config.mae.mask_ratio {settings.mask_ratio} leaves {num_visible} of "
                     f"{num_patches} patches visible; at least one must be visible and one masked")
-  if settings.norm_pix_loss and settings.norm_pix_eps <= 0:
-    raise UserError(f"mae.norm_pix_eps must be positive, got {settings.norm_pix_eps}")
-  if settings.norm_pix_loss and patch_size == 1:
-    raise UserError("mae.norm_pix_loss standardises the pixels of a patch: it needs "
-                    "encoder.patch_size > 1")
+  check_choice("config.mae.norm_pix_loss", settings.norm_pix_loss, (True, False))
+  if settings.norm_pix_loss:
+    check_number("config.mae.norm_pix_eps", settings.norm_pix_eps, above=0)
+    if patch_size == 1:
+      raise UserError("config.mae.norm_pix_loss standardises the pixels of a patch: it needs "
+                      "config.encoder.patch_size > 1")
   decoder = config.decoder
-  if decoder.width % decoder.num_heads or decoder.width % 4:
-    raise UserError(f"decoder.width {decoder.width} must be divisible by decoder.num_heads "
-                    f"({decoder.num_heads}) and by 4 (2-D sin-cos positions)")
+  check_options("config.decoder", decoder, MAEDecoder)
+  for name in ("width", "depth", "num_heads", "mlp_dim"):
+    if name in decoder:
+      check_number(f"config.decoder.{name}", decoder[name], minimum=1, integer=True)
+  width = decoder.get("width", MAEDecoder.width)
+  num_heads = decoder.get("num_heads", MAEDecoder.num_heads)
+  if width % num_heads or width % 4:
+    raise UserError(f"config.decoder.width {width} must be divisible by "
+                    f"config.decoder.num_heads ({num_heads}) and by 4 (2-D sin-cos positions)")
   return num_patches, num_visible
 
 

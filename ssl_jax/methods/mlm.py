@@ -45,7 +45,7 @@ import jax.numpy as jnp
 from ssl_jax import losses
 from ssl_jax.data.tokenizer import MASK_ID, SPECIAL_TOKENS
 from ssl_jax.errors import UserError
-from ssl_jax.methods import Method, StepOutput, check_choice
+from ssl_jax.methods import Method, StepOutput, check_choice, check_number
 from ssl_jax.models import transformer
 
 NUM_SPECIAL = len(SPECIAL_TOKENS)  # ids below this are [PAD] [UNK] [CLS] [SEP] [MASK]
@@ -138,18 +138,20 @@ def pool(hidden: jax.Array, attention_mask: jax.Array, pooling: str) -> jax.Arra
 def _check(config) -> None:
   """Build-time checks of `config.mlm` and the vocabulary."""
   settings = config.mlm
-  for name in ("select_rate", "mask_rate", "random_rate"):
-    if not 0.0 <= settings[name] <= 1.0:
-      raise UserError(f"mlm.{name} must be in [0, 1], got {settings[name]}")
+  for name in ("select_rate", "mask_rate", "random_rate"):  # probabilities
+    check_number(f"config.mlm.{name}", settings[name], minimum=0, maximum=1)
   if settings.mask_rate + settings.random_rate > 1.0:
-    raise UserError(f"mlm.mask_rate + mlm.random_rate must be at most 1, got "
-                    f"{settings.mask_rate} + {settings.random_rate}")
-  if settings.nsp_weight < 0:
-    raise UserError(f"mlm.nsp_weight must be non-negative, got {settings.nsp_weight}")
-  check_choice("mlm.pooling", settings.pooling, POOLINGS)
+    raise UserError(f"config.mlm.mask_rate + config.mlm.random_rate must be at most 1 (the "
+                    f"rest stay unchanged), got {settings.mask_rate} + {settings.random_rate}")
+  check_choice("config.mlm.nsp", settings.nsp, (True, False))
+  check_number("config.mlm.nsp_weight", settings.nsp_weight, minimum=0)
+  check_choice("config.mlm.pooling", settings.pooling, POOLINGS)
+  if settings.get("max_predictions") is not None:
+    check_number("config.mlm.max_predictions", settings.max_predictions, minimum=1,
+                 integer=True)
   if config.tokenizer.vocab_size <= NUM_SPECIAL:
-    raise UserError(f"tokenizer.vocab_size {config.tokenizer.vocab_size} leaves no room beyond "
-                    f"the {NUM_SPECIAL} special tokens")
+    raise UserError(f"config.tokenizer.vocab_size {config.tokenizer.vocab_size} leaves no room "
+                    f"beyond the {NUM_SPECIAL} special tokens")
 
 
 def build(config, length) -> Method:

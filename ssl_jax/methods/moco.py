@@ -29,7 +29,8 @@ import jax.numpy as jnp
 
 from ssl_jax import ema, losses
 from ssl_jax.errors import UserError
-from ssl_jax.methods import Method, StepOutput, check_num_views, merge_views, split_views
+from ssl_jax.methods import (Method, StepOutput, check_choice, check_mlp_head, check_num_views,
+                             check_number, merge_views, split_views)
 from ssl_jax.models import apply_in_eval_mode, apply_in_train_mode, build_encoder, init_variables
 from ssl_jax.models.heads import MLPHead, ProjectedEncoder
 
@@ -43,18 +44,30 @@ def enqueue(queue: jax.Array, pointer: jax.Array, keys: jax.Array) -> tuple[jax.
   return queue, (pointer + n) % size
 
 
+def _check_settings(config) -> None:
+  settings = config.moco
+  check_choice("config.moco.version", settings.version, (2, 3))
+  check_number("config.moco.temperature", settings.temperature, above=0)
+  for name in ("base_momentum", "final_momentum"):
+    check_number(f"config.moco.{name}", settings[name], minimum=0, maximum=1)
+  check_mlp_head("config.projector", config.projector)
+  if settings.version == 3:
+    check_mlp_head("config.predictor", config.predictor)
+    return
+  check_choice("config.moco.symmetric", settings.symmetric, (True, False))
+  check_number("config.moco.queue_size", settings.queue_size, minimum=1, integer=True)
+  if settings.queue_size % config.batch_size:
+    raise UserError(f"config.moco.queue_size must be a multiple of config.batch_size "
+                    f"({config.batch_size}): the keys of each step replace a whole block; "
+                    f"got {settings.queue_size}")
+
+
 def build(config, length) -> Method:
   check_num_views(config, 2, "MoCo")
+  _check_settings(config)
   settings = config.moco
   version = int(settings.version)
-  if version not in (2, 3):
-    raise UserError(f"moco.version must be 2 or 3, got {settings.version}")
-  if settings.temperature <= 0:
-    raise UserError(f"moco.temperature must be positive, got {settings.temperature}")
   queue_size = int(settings.queue_size)
-  if version == 2 and queue_size % config.batch_size:
-    raise UserError(f"moco.queue_size ({queue_size}) must be a multiple of batch_size "
-                    f"({config.batch_size}): the keys of each step replace a whole block")
   query_network = ProjectedEncoder(build_encoder(config.encoder), MLPHead(**config.projector))
   key_encoder = ema.MomentumTarget(
       ProjectedEncoder(build_encoder(config.encoder, deterministic=True),

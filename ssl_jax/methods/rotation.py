@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from ssl_jax import losses
 from ssl_jax.errors import UserError
-from ssl_jax.methods import Method, StepOutput, check_num_views
+from ssl_jax.methods import Method, StepOutput, check_mlp_head, check_num_views
 from ssl_jax.models import apply_in_eval_mode, apply_in_train_mode, build_encoder, init_variables
 from ssl_jax.models.heads import MLPHead, ProjectedEncoder
 
@@ -52,8 +52,7 @@ def _check_square(images: jax.Array) -> None:
 def build(config, length) -> Method:
   check_num_views(config, 1, "RotNet")
   del length  # No schedule besides the optimizer's.
-  if config.head.num_layers < 1:
-    raise UserError(f"head.num_layers must be >= 1, got {config.head.num_layers}")
+  check_mlp_head("config.head", config.head, fixed=("output_dim",))  # four rotations
   network = ProjectedEncoder(build_encoder(config.encoder),
                              MLPHead(**config.head, output_dim=NUM_ROTATIONS))
 

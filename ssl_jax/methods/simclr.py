@@ -11,8 +11,8 @@ Config (`config.simclr`): `temperature`; `config.encoder` and `config.projector`
 networks.
 """
 from ssl_jax import losses
-from ssl_jax.errors import UserError
-from ssl_jax.methods import Method, check_num_views, shared_network_method
+from ssl_jax.methods import (Method, check_mlp_head, check_num_views, check_number,
+                             shared_network_method)
 from ssl_jax.models import build_encoder
 from ssl_jax.models.heads import MLPHead, ProjectedEncoder
 
@@ -20,9 +20,9 @@ from ssl_jax.models.heads import MLPHead, ProjectedEncoder
 def build(config, length) -> Method:
   check_num_views(config, 2, "SimCLR")
   del length  # SimCLR has no schedule besides the optimizer's.
+  check_number("config.simclr.temperature", config.simclr.temperature, above=0)
+  check_mlp_head("config.projector", config.projector)
   temperature = float(config.simclr.temperature)
-  if temperature <= 0:
-    raise UserError(f"simclr.temperature must be positive, got {temperature}")
 
   def objective(z1, z2):
     logits, labels = losses.nt_xent_logits(z1, z2, temperature)  # CSE'd by XLA with the loss

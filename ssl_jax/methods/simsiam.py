@@ -14,7 +14,8 @@ from typing import Any
 import jax
 
 from ssl_jax import losses
-from ssl_jax.methods import Method, StepOutput, check_num_views, merge_views, split_views
+from ssl_jax.methods import (Method, StepOutput, check_mlp_head, check_num_views, merge_views,
+                             split_views)
 from ssl_jax.models import apply_in_eval_mode, apply_in_train_mode, build_encoder, init_variables
 from ssl_jax.models.heads import MLPHead, ProjectedEncoder
 
@@ -22,6 +23,8 @@ from ssl_jax.models.heads import MLPHead, ProjectedEncoder
 def build(config, length) -> Method:
   check_num_views(config, 2, "SimSiam")
   del length  # No schedule besides the optimizer's.
+  check_mlp_head("config.projector", config.projector)
+  check_mlp_head("config.predictor", config.predictor)
   network = ProjectedEncoder(build_encoder(config.encoder), MLPHead(**config.projector))
   predictor = MLPHead(**config.predictor)
 

@@ -33,8 +33,8 @@ import jax.numpy as jnp
 
 from ssl_jax import losses
 from ssl_jax.data import augment
-from ssl_jax.errors import UserError
-from ssl_jax.methods import Method, StepOutput, check_num_views
+from ssl_jax.methods import (Method, StepOutput, check_choice, check_image_decoder,
+                             check_num_views, check_number)
 from ssl_jax.models import apply_in_eval_mode, apply_in_train_mode, init_variables
 from ssl_jax.models.decoder import GaussianEncoderDecoder, build_encoder_decoder
 
@@ -43,16 +43,14 @@ LIKELIHOODS = ("bernoulli", "binomial", "gaussian")
 
 def _check(config) -> None:
   settings = config.vae
-  if settings.likelihood not in LIKELIHOODS:
-    raise UserError(f"unknown vae.likelihood '{settings.likelihood}': use "
-                    f"{', '.join(LIKELIHOODS)}")
-  if settings.beta < 0 or settings.observation_std <= 0 or settings.binomial_trials < 1:
-    raise UserError(f"vae needs beta >= 0, observation_std > 0 and binomial_trials >= 1, got "
-                    f"{settings.beta}, {settings.observation_std}, {settings.binomial_trials}")
-  if min(settings.sample_rows, settings.sample_columns, settings.traversal_dims,
-         settings.traversal_steps) < 1:
-    raise UserError("vae.sample_rows, sample_columns, traversal_dims and traversal_steps "
-                    "must be >= 1")
+  check_choice("config.vae.likelihood", settings.likelihood, LIKELIHOODS)
+  check_number("config.vae.beta", settings.beta, minimum=0)
+  check_number("config.vae.binomial_trials", settings.binomial_trials, minimum=1, integer=True)
+  check_number("config.vae.observation_std", settings.observation_std, above=0)
+  for name in ("sample_rows", "sample_columns", "traversal_dims", "traversal_steps"):
+    check_number(f"config.vae.{name}", settings[name], minimum=1, integer=True)
+  check_number("config.vae.traversal_range", settings.traversal_range, above=0)
+  check_image_decoder(config)
 
 
 def build(config, length) -> Method:
@@ -62,7 +60,8 @@ def build(config, length) -> Method:
   settings = config.vae
   latent_dim, beta = settings.latent_dim, float(settings.beta)
   likelihood = settings.likelihood
-  network = build_encoder_decoder(config, GaussianEncoderDecoder, latent_dim, "vae.latent_dim")
+  network = build_encoder_decoder(config, GaussianEncoderDecoder, latent_dim,
+                                  "config.vae.latent_dim")
 
   def negative_log_likelihood(decoded: jax.Array, pixels: jax.Array) -> jax.Array:
     if likelihood == "bernoulli":

@@ -11,8 +11,8 @@ Config (`config.vicreg`): invariance_weight (lambda, 25), variance_weight (mu, 2
 covariance_weight (nu, 1), gamma (1), eps (1e-4).
 """
 from ssl_jax import losses
-from ssl_jax.errors import UserError
-from ssl_jax.methods import Method, check_num_views, shared_network_method
+from ssl_jax.methods import (Method, check_mlp_head, check_num_views, check_number,
+                             shared_network_method)
 from ssl_jax.models import build_encoder
 from ssl_jax.models.heads import MLPHead, ProjectedEncoder
 
@@ -23,8 +23,12 @@ def build(config, length) -> Method:
   settings = config.vicreg
   weights = {"invariance": settings.invariance_weight, "variance": settings.variance_weight,
              "covariance": settings.covariance_weight}
-  if min(weights.values()) < 0:
-    raise UserError(f"vicreg weights must be >= 0, got {weights}")
+  for name, weight in weights.items():
+    check_number(f"config.vicreg.{name}_weight", weight, minimum=0)
+  # gamma: the std each dimension is held above; eps keeps sqrt(Var + eps) differentiable.
+  check_number("config.vicreg.gamma", settings.gamma, above=0)
+  check_number("config.vicreg.eps", settings.eps, above=0)
+  check_mlp_head("config.projector", config.projector)
 
   def objective(z1, z2):
     terms = losses.vicreg_terms(z1, z2, gamma=settings.gamma, eps=settings.eps)

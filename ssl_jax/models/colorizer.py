@@ -62,11 +62,11 @@ class Colorizer(nn.Module):
     for name, value in settings.items():
       value = (value,) * len(self.widths) if isinstance(value, int) else tuple(value)
       if len(value) != len(self.widths):
-        raise UserError(f"colorizer.{name} needs one entry per stage of widths "
+        raise UserError(f"config.colorizer.{name} needs one entry per stage of widths "
                         f"{tuple(self.widths)}, got {value}")
       per_stage[name] = value
     if self.decoder_widths and self.decoder_convs < 1:
-      raise UserError(f"colorizer.decoder_convs must be >= 1, got {self.decoder_convs}")
+      raise UserError(f"config.colorizer.decoder_convs must be >= 1, got {self.decoder_convs}")
     return list(zip(self.widths, *per_stage.values()))
 
   @nn.compact

@@ -23,18 +23,21 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ssl_jax.config_lib import check_number
 from ssl_jax.errors import UserError
 from ssl_jax.models import build_encoder
 
 
-def first_feature_map_side(image_side: int, widths: Sequence[int]) -> int:
-  """The side of the decoder's first feature map; a UserError unless the image side is a
-  multiple of 2^(len(widths) - 1), which the stride-2 upsamplings need."""
+def first_feature_map_side(image_side: int, widths: Sequence[int],
+                           key: str = "config.decoder.widths") -> int:
+  """The side of the decoder's first feature map; a UserError (naming the config key `key`)
+  unless the image side is a multiple of 2^(len(widths) - 1), which the stride-2 upsamplings
+  need."""
   if not widths:
-    raise UserError("decoder.widths must name at least one stage")
+    raise UserError(f"{key} must name at least one stage")
   factor = 2 ** (len(widths) - 1)
   if image_side % factor:
-    raise UserError(f"decoder.widths has {len(widths)} stages, which upsample by {factor}; "
+    raise UserError(f"{key} has {len(widths)} stages, which upsample by {factor}; "
                     f"the image side {image_side} is not a multiple of it")
   return image_side // factor
 
@@ -137,7 +140,6 @@ def build_encoder_decoder(config: Any, network_class: type[nn.Module], code_dim:
   """`network_class(encoder, decoder, code_dim)` from `config.encoder` and `config.decoder`,
   after the build-time checks: a code of at least one dimension (`code_key` names its config
   key in the error) and a `config.data.image_size` the decoder's upsamplings reach."""
-  if code_dim < 1:
-    raise UserError(f"{code_key} must be >= 1, got {code_dim}")
+  check_number(code_key, code_dim, minimum=1, integer=True)
   first_feature_map_side(config.data.image_size, config.decoder.widths)
   return network_class(build_encoder(config.encoder), Decoder(**config.decoder), code_dim)
