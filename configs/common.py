@@ -78,9 +78,13 @@ def base_config() -> ml_collections.ConfigDict:
       batch_size=512,
       dataset=config_dict.placeholder(str), label_key="label",
       train_split=config_dict.placeholder(str), modality="",
-      feature_sources=("ssl", "random_init", "raw")))
+      feature_sources=("ssl", "random_init", "raw"),
+      # The order the evaluations run in (their rows' order in the report; plots come after
+      # the rows they draw); entries of config.evals not named here run after these, by name.
+      run_order=("probes", "finetune", "zero_shot", "held_out", "retrieval", "plots",
+                 "pictures")))
 
-  # The evaluations (ssl_jax/evaluators/<type>.py), run in this order after training. Each
+  # The evaluations (ssl_jax/evaluators/<type>.py), run after training in eval.run_order. Each
   # applies only where it has something to measure (zero-shot and retrieval for a method with
   # a joint image–text embedding, held-out measures for a method with any, pictures for a
   # method that draws).

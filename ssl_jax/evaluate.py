@@ -78,18 +78,21 @@ def restore(config, workdir: str) -> evaluators_lib.Context:
 
 def evaluate(context: evaluators_lib.Context, evaluators: list[evaluators_lib.Evaluator]
              ) -> tuple[dict, dict[str, dict[str, Any]]]:
-  """Runs every evaluator that applies, in order; returns the report and its images.
+  """Runs every evaluator that applies, in order (each asked when its turn comes); returns the
+  report and its images.
 
   On an unlabelled probe dataset (Moving MNIST) only evaluators that need no labels run
   (held-out measures, pictures, retrieval); with none of those it is a UserError."""
-  runnable = [e for e in evaluators if e.applies(context)]
-  if context.num_classes is None and not any(not e.needs_labels for e in runnable):
+  if context.num_classes is None and not any(not e.needs_labels and e.applies(context)
+                                             for e in evaluators):
     raise UserError(f"dataset '{context.probe_inputs.config.dataset}' has no labels to "
                     "evaluate with (set eval.dataset to a labelled one)")
   report = {"dataset": context.probe_inputs.config.dataset, "checkpoint_step": context.step,
             "results": context.rows}
   images: dict[str, dict[str, Any]] = {}
-  for evaluator in runnable:
+  for evaluator in evaluators:
+    if not evaluator.applies(context):  # asked in turn: the plots need the probes' features
+      continue
     output = evaluator.run(context)
     context.rows.extend(output.rows)
     report.update(output.sections)

@@ -60,6 +60,10 @@ CASES = {
                                      "config.evals.zero_shot.prompts must each contain '{}'"),
     "negative pictures": (["--config.evals.pictures.num_pictures=-1"],
                           "config.evals.pictures.num_pictures must be an integer >= 0"),
+    "method setting out of range": (["--config.simclr.temperature=0.0"],
+                                    "config.simclr.temperature must be a number > 0"),
+    "projector size of 0": (["--config.projector.output_dim=0"],
+                            "config.projector.output_dim must be an integer >= 1"),
     # Optimizer values.
     "negative learning rate": (["--config.optimizer.lr=-1.0"],
                                "config.optimizer.lr must be a number > 0, got -1.0"),

@@ -4,10 +4,11 @@
 (big_vision's `config.evals`): the type names `ssl_jax/evaluators/<type>.py` (or, with a dot,
 a module of the user's own) whose `Evaluator` class is built with the entry's name, its
 settings and the run's config. `ssl_jax.evaluate` builds every entry, checks their settings
-before training starts (`check`), and after training runs them in the order the config writes
-them, each on a shared `Context`; their `Output`s make up the report. An evaluator that does
-not apply to a run (held-out metrics for a method without any, zero-shot for a method with no
-text embedding) returns an empty `Output`.
+before training starts (`check`), and after training runs them in order, each on a shared
+`Context`: first the entries `config.eval.run_order` names, in that order, then any other
+entries by name (a config's keys have no order of their own once saved). Their `Output`s make
+up the report. An evaluator that does not apply to a run (held-out metrics for a method
+without any, zero-shot for a method with no text embedding) is skipped (`applies`).
 
 `ssl_jax/eval/` is the probe library the evaluators call (linear probe, kNN, label
 propagation, few-shot, fine-tuning, cross-modal, plots); it knows nothing of runs or configs.
@@ -150,9 +151,17 @@ class Evaluator(abc.ABC):
 
 
 def build(config: Any) -> list[Evaluator]:
-  """The evaluators of `config.evals`, in the order the config writes them."""
+  """The evaluators of `config.evals`: those `config.eval.run_order` names first, in that
+  order, then the others by name."""
+  entries = config.get("evals", {})
+  order = tuple(config.eval.get("run_order", ()))
+  for name in order:
+    if name not in entries:
+      raise UserError(f"config.eval.run_order names '{name}', which is not an entry of "
+                      f"config.evals (they are {', '.join(sorted(entries))})")
   evaluators = []
-  for name, settings in config.get("evals", {}).items():
+  for name in list(order) + sorted(set(entries) - set(order)):
+    settings = entries[name]
     kind = settings.get("type") if hasattr(settings, "get") else None
     if not kind:
       raise UserError(f"config.evals.{name} needs a type: the module in ssl_jax/evaluators/ "
