@@ -241,12 +241,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> State:
 
   trainer = Trainer(config, method, mesh, info.input_shape, info.num_classes, length)
   checkpoints = checkpoint_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
-  start = checkpoints.latest_step()
-  if start is None:
+  restored = checkpoints.restore_newest(trainer.abstract_state)
+  if restored is None:
     state = trainer.create_state(config.seed)
     start = 0
   else:
-    state = checkpoints.restore(trainer.abstract_state, start)
+    state, start = restored
     logging.info("resumed from %s at step %d", checkpoint_lib.checkpoint_dir(workdir), start)
 
   writer = metrics_lib.MetricsWriter(workdir)
