@@ -1,10 +1,12 @@
-"""Corrupt checkpoints: a resume and a restore fall back past steps that cannot be read
-(README "Interruptions and failures").
+"""Corrupt checkpoints and a full volume: a resume and a restore fall back past steps that
+cannot be read; a save that cannot be written is one line (README "Interruptions and
+failures").
 
-The end-to-end test runs the real command line in a subprocess on `tiny_digits` (through a
-config file that returns it) and compares its final state bit for bit with one uninterrupted
+The end-to-end tests run the real command line in subprocesses on `tiny_digits` (through a
+config file that returns it) and compare final states bit for bit with one uninterrupted
 run.
 """
+import errno
 import glob
 import json
 import os
@@ -246,3 +248,140 @@ def test_no_checkpoint_restores_to_none(trainer, tmp_path):
   checkpoints = checkpoint_lib.Checkpointer(str(tmp_path / "empty"))
   assert checkpoints.restore_newest(trainer.abstract_state) is None
   checkpoints.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# A volume that fills up during a save.
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_volume(tmp_path):
+  """A 1 MiB tmpfs (root only), unmounted afterwards."""
+  if os.geteuid() != 0:
+    pytest.skip("mounting a small tmpfs needs root")
+  mount_point = tmp_path / "volume"
+  mount_point.mkdir()
+  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+                           capture_output=True, text=True)
+  if mounted.returncode != 0:
+    pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+  try:
+    yield mount_point
+  finally:
+    subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_full_volume_is_one_line_error_and_leaves_no_partial_checkpoint(
+    scripts, reference, small_volume):
+  workdir = small_volume / "run"
+  os.makedirs(workdir / "checkpoints")
+  shutil.copy(reference / "config.json", workdir)
+  shutil.copytree(reference / "checkpoints" / "3", workdir / "checkpoints" / "3")
+  # Leave 48 KiB: the small files of a run fit (lock, config, metrics, TensorBoard, a page
+  # each), a checkpoint (about 200 KiB) does not.
+  free = os.statvfs(small_volume)
+  with open(small_volume / "filler", "wb") as f:
+    f.write(b"\0" * (free.f_bavail * free.f_frsize - 48 * 1024))
+
+  result = run_main(scripts, workdir, "--config.total_steps=9")
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr, result.stderr[-3000:]
+  assert error_lines(result.stderr) == [
+      f"error: could not write the checkpoint of step 6 in {workdir}/checkpoints: No space "
+      f"left on device; the newest good checkpoint is step 3"], result.stderr[-3000:]
+  assert not glob.glob(f"{workdir}/**/*.orbax-checkpoint-tmp*", recursive=True)
+  assert steps_in(workdir) == ["3"] and not (workdir / "run.lock").exists()
+  assert metric_steps(workdir) == [4, 6, 8, 9]  # stopped in the save of step 9: it waits for 6
+
+
+# ----------------------------------------------------------------------------------------------
+# Storage errors as orbax reports them, in each place one can surface.
+# ----------------------------------------------------------------------------------------------
+
+
+TENSORSTORE_ENOSPC = ValueError(
+    'RESOURCE_EXHAUSTED: Error writing local file "/w/checkpoints/6.orbax-checkpoint-tmp/x": '
+    "Failed to write 17693 bytes to file 8: No space left on device [os_error_code='28']")
+
+
+def wrapped(error: BaseException) -> Exception:
+  try:
+    raise RuntimeError("background save failed") from error
+  except RuntimeError as outer:
+    return outer
+
+
+@pytest.mark.parametrize("error,expected", [
+    (TENSORSTORE_ENOSPC, errno.ENOSPC),
+    (wrapped(TENSORSTORE_ENOSPC), errno.ENOSPC),
+    (OSError(errno.EDQUOT, "Disk quota exceeded"), errno.EDQUOT),
+    (wrapped(PermissionError(errno.EACCES, "Permission denied")), errno.EACCES),
+    (ValueError("PERMISSION_DENIED: ... [os_error_code=1]"), errno.EPERM),
+    (OSError(errno.EROFS, "Read-only file system"), errno.EROFS),
+    (ValueError("OUT_OF_RANGE: Error reading ... in OCDBT database"), None),
+    (OSError(errno.EIO, "Input/output error"), None),
+])
+def test_storage_errno_is_found_anywhere_in_the_chain(error, expected):
+  assert checkpoint_lib.storage_errno(error) == expected
+
+
+class FailingManager:
+  """Stands for orbax's manager: `save` starts, `wait_until_finished` raises what it is told."""
+
+  def __init__(self, directory, on_save=None, on_wait=None, latest=None):
+    self.directory, self.on_save, self.on_wait, self.latest = directory, on_save, on_wait, latest
+
+  def save(self, step, args, force):
+    del args, force
+    os.makedirs(os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp-123", "default"))
+    if self.on_save:
+      raise self.on_save
+
+  def wait_until_finished(self):
+    error, self.on_wait = self.on_wait, None  # orbax raises a background error once
+    if error:
+      raise error
+
+  def reload(self):
+    pass
+
+  def latest_step(self):
+    return self.latest
+
+  def close(self):
+    self.wait_until_finished()
+
+
+@pytest.mark.parametrize("surfaces_in", ["save", "next save", "wait", "close"])
+def test_storage_error_of_a_save_is_one_line_naming_its_step(surfaces_in, tmp_path):
+  checkpoints = checkpoint_lib.Checkpointer(str(tmp_path))
+  checkpoints.close()
+  fake = FailingManager(checkpoints.directory, latest=3)
+  checkpoints._manager = fake  # pylint: disable=protected-access
+  reason = wrapped(TENSORSTORE_ENOSPC)
+  if surfaces_in == "save":
+    fake.on_save = reason
+    call = lambda: checkpoints.save(6, {})
+  else:
+    checkpoints.save(6, {})
+    fake.on_wait = reason
+    call = {"next save": lambda: checkpoints.save(9, {}), "wait": checkpoints.wait,
+            "close": checkpoints.close}[surfaces_in]
+  with pytest.raises(UserError) as raised:
+    call()
+  assert str(raised.value) == (f"could not write the checkpoint of step 6 in {tmp_path}/"
+                               f"checkpoints: No space left on device; the newest good "
+                               f"checkpoint is step 3")
+  assert raised.value.__cause__ is None and raised.value.__suppress_context__
+  assert not glob.glob(f"{tmp_path}/checkpoints/6.orbax-checkpoint-tmp*")
+
+
+def test_other_save_errors_keep_their_traceback(tmp_path):
+  checkpoints = checkpoint_lib.Checkpointer(str(tmp_path))
+  checkpoints.close()
+  fake = FailingManager(checkpoints.directory, on_save=ValueError("a bug"))
+  checkpoints._manager = fake  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="a bug"):
+    checkpoints.save(3, {})
+  assert glob.glob(f"{tmp_path}/checkpoints/3.orbax-checkpoint-tmp*")  # not ours to remove
