@@ -153,8 +153,8 @@ class Checkpointer:
 
   def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
     self.directory = checkpoint_dir(workdir)
-    # Only a writer cleans up temporary folders: a reader (evaluation) may run beside a save
-    # in flight.
+    # Only a writer cleans up temporary folders: the workdir lock (ssl_jax.run_lock) makes
+    # it the only one, while a reader (evaluation) may run beside a save in flight.
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
                                            read_only=read_only, save_interval_steps=1,
                                            cleanup_tmp_directories=not read_only)

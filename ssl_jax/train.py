@@ -20,6 +20,7 @@ from absl import logging
 
 from ssl_jax import checkpoint as checkpoint_lib
 from ssl_jax import config_lib, losses, methods, metrics as metrics_lib, optimizers, parallel
+from ssl_jax import run_lock
 from ssl_jax.data import augment
 from ssl_jax.errors import TrainingDivergedError
 
@@ -223,7 +224,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> State:
   """Trains `config` in `workdir`, resuming from its newest checkpoint; returns the final state.
 
   When training completes (not on SIGTERM) and `config.evaluate_at_end` is set, it runs the
-  downstream evaluation on the final checkpoint (`ssl_jax.evaluate.run`).
+  downstream evaluation on the final checkpoint (`ssl_jax.evaluate.run`). It holds the
+  workdir's lock throughout: a second run on the same workdir fails (`ssl_jax.run_lock`).
   """
   from ssl_jax.data import inputs as inputs_lib  # pylint: disable=g-import-not-at-top  (TF)
 
@@ -234,9 +236,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> State:
   inputs = inputs_lib.Inputs(config, workdir, create_tokenizer=True)
   info = inputs.info()
   length = config_lib.training_length(config, info.num_train_examples)
-  total_steps, steps_per_epoch = length.total_steps, length.steps_per_epoch
   method = methods.build(config, length)
   config_lib.check_workdir_writable(workdir)
+  with run_lock.hold(workdir, active=jax.process_index() == 0):  # one run per workdir
+    return _run_holding_lock(config, workdir, mesh, inputs, info, length, method)
+
+
+def _run_holding_lock(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh,
+                      inputs: Any, info: Any, length: config_lib.TrainingLength,
+                      method: methods.Method) -> State:
+  """`run` after its checks, while this run holds the workdir (`ssl_jax.run_lock`)."""
+  total_steps, steps_per_epoch = length.total_steps, length.steps_per_epoch
   config_lib.save_or_check(config, workdir)
 
   trainer = Trainer(config, method, mesh, info.input_shape, info.num_classes, length)

@@ -1,16 +1,18 @@
-"""Corrupt checkpoints and a full volume: a resume and a restore fall back past steps that
-cannot be read; a save that cannot be written is one line (README "Interruptions and
-failures").
+"""Interruptions and failures: kill -9 during a save, corrupt checkpoints, a full volume, two
+launches on one workdir, stale locks (README "Interruptions and failures").
 
 The end-to-end tests run the real command line in subprocesses on `tiny_digits` (through a
 config file that returns it) and compare final states bit for bit with one uninterrupted
-run.
+run. To stop a run inside a save without a hook in the library, a driver script patches
+orbax's final rename of a step's temporary folder to wait there.
 """
 import errno
 import glob
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -21,7 +23,7 @@ import numpy as np
 import pytest
 
 from ssl_jax import checkpoint as checkpoint_lib
-from ssl_jax import config_lib, methods, parallel, train
+from ssl_jax import config_lib, methods, parallel, run_lock, train
 from ssl_jax.data import inputs as inputs_lib
 from ssl_jax.errors import UserError
 from tiny_configs import tiny_digits
@@ -155,6 +157,35 @@ def reference(scripts, tmp_path_factory):
   assert steps_in(workdir) == ["3", "6"] and metric_steps(workdir) == [2, 4, 6]
   assert not os.path.exists(workdir / "run.lock")
   return workdir
+
+
+# ----------------------------------------------------------------------------------------------
+# kill -9 inside a save, then the same command again.
+# ----------------------------------------------------------------------------------------------
+
+
+def test_sigkill_during_a_save_then_rerun_equals_the_uninterrupted_run(
+    scripts, reference, trainer, tmp_path):
+  workdir = tmp_path / "run"
+  process, marker, _ = start_blocked(scripts, workdir, 6, tmp_path)
+  partial = marker.read_text()
+  assert os.path.basename(partial).startswith("6.orbax-checkpoint-tmp") and os.listdir(partial)
+  process.send_signal(signal.SIGKILL)
+  process.wait(timeout=60)
+  assert process.returncode == -signal.SIGKILL
+  assert steps_in(workdir) == ["3", os.path.basename(partial)]  # step 6 never committed
+  lock = json.loads((workdir / "run.lock").read_text())
+  assert lock["pid"] == process.pid and lock["host"] == socket.gethostname()
+
+  result = run_main(scripts, workdir)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert (f"took over the stale lock {workdir}/run.lock of pid {process.pid} on host "
+          f"{socket.gethostname()}") in result.stderr
+  assert "that process is gone" in result.stderr
+  assert f"resumed from {workdir}/checkpoints at step 3" in result.stderr
+  assert steps_in(workdir) == ["3", "6"]  # the partial folder was removed, step 6 redone
+  assert not (workdir / "run.lock").exists()
+  assert_bit_identical(restored(trainer, workdir, 6), restored(trainer, reference, 6))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -385,3 +416,93 @@ def test_other_save_errors_keep_their_traceback(tmp_path):
   with pytest.raises(ValueError, match="a bug"):
     checkpoints.save(3, {})
   assert glob.glob(f"{tmp_path}/checkpoints/3.orbax-checkpoint-tmp*")  # not ours to remove
+
+
+# ----------------------------------------------------------------------------------------------
+# Two launches on one workdir; stale locks.
+# ----------------------------------------------------------------------------------------------
+
+
+def test_second_launch_is_refused_while_the_first_runs(scripts, reference, tmp_path):
+  del reference  # prepared the dataset and the compilation cache
+  workdir = tmp_path / "run"
+  first, _, release = start_blocked(scripts, workdir, 3, tmp_path)
+  lock = json.loads((workdir / "run.lock").read_text())
+  second = run_main(scripts, workdir)
+  release.touch()
+  _, first_stderr = first.communicate(timeout=240)
+  assert first.returncode == 0, first_stderr[-3000:]
+  assert second.returncode == 2 and "Traceback" not in second.stderr
+  assert error_lines(second.stderr) == [
+      f"error: workdir {workdir} is in use by pid {first.pid} on host {socket.gethostname()} "
+      f"since {lock['started']} ({workdir}/run.lock); wait for it or remove the lock if that "
+      f"run is gone"]
+  assert metric_steps(workdir) == [2, 4, 6] and steps_in(workdir) == ["3", "6"]
+  assert not (workdir / "run.lock").exists()
+
+
+def write_lock(workdir, **fields):
+  holder = dict(host=socket.gethostname(), pid=os.getpid(), started="2026-12-03T08:00:00+00:00",
+                boot_id=run_lock.current_boot_id(), process_start=run_lock.start_ticks(os.getpid()))
+  holder.update(fields)
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, run_lock.LOCK_FILE), "w") as f:
+    json.dump(holder, f)
+
+
+def dead_pid() -> int:
+  child = subprocess.Popen([sys.executable, "-c", "pass"])
+  child.wait()
+  return child.pid
+
+
+def test_lock_of_a_dead_process_on_this_host_is_taken_over(tmp_path, caplog):
+  pid = dead_pid()
+  write_lock(tmp_path, pid=pid, process_start=None)
+  with run_lock.hold(str(tmp_path)) as lock:
+    assert json.loads((tmp_path / "run.lock").read_text())["pid"] == os.getpid()
+    assert lock.holder.pid == os.getpid()
+  assert not (tmp_path / "run.lock").exists()
+  assert [r.getMessage() for r in caplog.records if "stale lock" in r.getMessage()] == [
+      f"took over the stale lock {tmp_path}/run.lock of pid {pid} on host "
+      f"{socket.gethostname()} (since 2026-12-03T08:00:00+00:00): that process is gone"]
+
+
+def test_reused_pid_and_reboot_make_a_lock_stale(tmp_path):
+  # This process's pid, but started at another time: the pid was reused.
+  holder = run_lock.Holder(host=socket.gethostname(), pid=os.getpid(), started="then",
+                           process_start=run_lock.start_ticks(os.getpid()) + 1)
+  assert run_lock.is_gone(holder) == f"pid {os.getpid()} is now another process"
+  rebooted = run_lock.Holder(host=socket.gethostname(), pid=os.getpid(), started="then",
+                             boot_id="another-boot")
+  assert run_lock.is_gone(rebooted) == "this machine has rebooted since"
+  assert run_lock.is_gone(run_lock.Holder.current()) is None
+
+
+def test_live_or_foreign_locks_are_never_taken_over(tmp_path):
+  write_lock(tmp_path)  # this very process holds it
+  with pytest.raises(UserError, match=rf"is in use by pid {os.getpid()} on host "):
+    run_lock.acquire(str(tmp_path))
+  pid = dead_pid()
+  write_lock(tmp_path, host="another-host", pid=pid, boot_id=None)
+  with pytest.raises(UserError) as raised:
+    run_lock.acquire(str(tmp_path))
+  assert str(raised.value) == (
+      f"workdir {tmp_path} is in use by pid {pid} on host another-host since "
+      f"2026-12-03T08:00:00+00:00 ({tmp_path}/run.lock); wait for it or remove the lock if "
+      f"that run is gone")
+  assert json.loads((tmp_path / "run.lock").read_text())["host"] == "another-host"
+
+
+def test_unreadable_lock_is_a_user_error_and_release_leaves_others_alone(tmp_path):
+  (tmp_path / "run.lock").write_text("")
+  with pytest.raises(UserError, match=r"run.lock, which cannot be read .*remove it if no run"):
+    run_lock.acquire(str(tmp_path))
+  os.remove(tmp_path / "run.lock")
+  lock = run_lock.acquire(str(tmp_path))
+  write_lock(tmp_path, pid=12345)  # someone else's now
+  lock.release()
+  assert json.loads((tmp_path / "run.lock").read_text())["pid"] == 12345
+  os.remove(tmp_path / "run.lock")
+  with run_lock.hold(str(tmp_path), active=False) as nothing:  # processes other than 0
+    assert nothing is None and not (tmp_path / "run.lock").exists()
