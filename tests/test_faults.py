@@ -28,6 +28,15 @@ from ssl_jax.data import inputs as inputs_lib
 from ssl_jax.errors import UserError
 from tiny_configs import tiny_digits
 
+# A failed restore in this process leaves orbax's reads behind: coroutines that raise when
+# collected, and TensorStore completions into orbax's closed event loop. pytest reports them in
+# whichever test collects them; the command line prints no traceback (tested below).
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Exception ignored in. <coroutine object _read_array_index"
+                               ":pytest.PytestUnraisableExceptionWarning"),
+    pytest.mark.filterwarnings(r"ignore:Exception ignored in. None[\s\S]*Event loop is closed"
+                               ":pytest.PytestUnraisableExceptionWarning")]
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -220,7 +229,7 @@ def test_truncated_newest_checkpoint_is_moved_aside_and_the_rerun_equals_the_ref
   shutil.copytree(reference, workdir)
   truncate(data_files(workdir, 6))
   result = run_main(scripts, workdir)
-  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
   checkpoints = f"{workdir}/checkpoints"
   warnings = [line for line in result.stderr.splitlines()
               if f"checkpoint of step 6 in {checkpoints} could not be restored" in line]
@@ -232,13 +241,6 @@ def test_truncated_newest_checkpoint_is_moved_aside_and_the_rerun_equals_the_ref
   assert_bit_identical(restored(trainer, workdir, 6), restored(trainer, reference, 6))
 
 
-# Orbax leaves the reads of a failed restore as coroutines that raise when collected; pytest
-# reports them (a command line prints nothing).
-ABANDONED_READS = ("ignore:Exception ignored in. <coroutine object "
-                   "_read_array_index_and_device_put:pytest.PytestUnraisableExceptionWarning")
-
-
-@pytest.mark.filterwarnings(ABANDONED_READS)
 def test_flipped_bytes_fall_back_and_a_second_corrupt_copy_gets_a_suffix(
     reference, trainer, tmp_path):
   workdir = tmp_path / "run"
@@ -257,7 +259,6 @@ def test_flipped_bytes_fall_back_and_a_second_corrupt_copy_gets_a_suffix(
   fresh.close()
 
 
-@pytest.mark.filterwarnings(ABANDONED_READS)
 def test_when_no_checkpoint_restores_it_is_one_user_error_and_nothing_is_renamed(
     reference, trainer, tmp_path):
   workdir = tmp_path / "run"
