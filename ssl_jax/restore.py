@@ -30,9 +30,8 @@ def latest(config: Any, workdir: str) -> Restored:
   method = methods.build(config, length)
   trainer = train.Trainer(config, method, mesh, info.input_shape, info.num_classes, length)
   checkpoints = checkpoint_lib.Checkpointer(workdir, read_only=True)
-  step = checkpoints.latest_step()
+  state, step = checkpoints.restore_newest(trainer.abstract_state) or (None, None)
   if step is None:
     raise UserError(f"no checkpoint in '{checkpoint_lib.checkpoint_dir(workdir)}'")
-  state = checkpoints.restore(trainer.abstract_state, step)
   checkpoints.close()
   return Restored(method, trainer, state, int(step), inputs)

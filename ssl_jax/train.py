@@ -20,7 +20,7 @@ from absl import logging
 
 from ssl_jax import checkpoint as checkpoint_lib
 from ssl_jax import config_lib, losses, methods, metrics as metrics_lib, modalities, optimizers
-from ssl_jax import parallel
+from ssl_jax import parallel, run_lock
 from ssl_jax.errors import TrainingDivergedError
 
 State = dict[str, Any]
@@ -166,7 +166,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> State:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> Outcome:
-  """Trains `config` in `workdir`, resuming from its newest checkpoint."""
+  """Trains `config` in `workdir`, resuming from its newest checkpoint. It holds the
+  workdir's lock meanwhile: a second run on the same workdir fails (`ssl_jax.run_lock`)."""
   from ssl_jax.data import inputs as inputs_lib  # pylint: disable=g-import-not-at-top  (TF)
 
   # Checks first: every bad input fails here, before anything is written or compiled.
@@ -176,19 +177,27 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Outcome:
   inputs = inputs_lib.Inputs(config, workdir, create_tokenizer=True)
   info = inputs.info()
   length = config_lib.training_length(config, info.num_train_examples)
-  total_steps, steps_per_epoch = length.total_steps, length.steps_per_epoch
   method = methods.build(config, length)
   config_lib.check_workdir_writable(workdir)
+  with run_lock.hold(workdir, active=jax.process_index() == 0):  # one run per workdir
+    return _train_holding_lock(config, workdir, mesh, inputs, info, length, method)
+
+
+def _train_holding_lock(config: ml_collections.ConfigDict, workdir: str,
+                        mesh: jax.sharding.Mesh, inputs: Any, info: Any,
+                        length: config_lib.TrainingLength, method: methods.Method) -> Outcome:
+  """`train` after its checks, while this run holds the workdir (`ssl_jax.run_lock`)."""
+  total_steps, steps_per_epoch = length.total_steps, length.steps_per_epoch
   config_lib.save_or_check(config, workdir)
 
   trainer = Trainer(config, method, mesh, info.input_shape, info.num_classes, length)
   checkpoints = checkpoint_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
-  start = checkpoints.latest_step()
-  if start is None:
+  restored = checkpoints.restore_newest(trainer.abstract_state)
+  if restored is None:
     state = trainer.create_state(config.seed)
     start = 0
   else:
-    state = checkpoints.restore(trainer.abstract_state, start)
+    state, start = restored
     logging.info("resumed from %s at step %d", checkpoint_lib.checkpoint_dir(workdir), start)
 
   writer = metrics_lib.MetricsWriter(workdir)
