@@ -24,10 +24,10 @@ NAMES = ("lars", "adamw", "adam", "sgd")
 LR_SCALINGS = ("linear", "sqrt", "none")
 
 
-def check(optimizer_config, warmup_steps: int, total_steps: int) -> None:
-  """One-line UserErrors, before training, for optimizer values no run can use: the name and
-  learning-rate scaling, lr > 0, weight decay >= 0, momentum and Adam betas in [0, 1), a
-  clipping norm >= 0, an end factor in [0, 1], and a warm-up no longer than the run."""
+def check(optimizer_config) -> None:
+  """One-line UserErrors for optimizer values no run can use: the name and learning-rate
+  scaling, lr > 0, weight decay >= 0, momentum and Adam betas in [0, 1), a clipping norm >= 0
+  and an end factor in [0, 1]."""
   section = "config.optimizer"
   check_choice(f"{section}.name", optimizer_config.name, NAMES)
   check_choice(f"{section}.lr_scaling", optimizer_config.lr_scaling, LR_SCALINGS)
@@ -43,6 +43,10 @@ def check(optimizer_config, warmup_steps: int, total_steps: int) -> None:
   check_number(f"{section}.grad_clip_norm", optimizer_config.grad_clip_norm, minimum=0)
   check_number(f"{section}.end_lr_factor", optimizer_config.end_lr_factor, minimum=0,
                maximum=1)
+
+
+def check_warmup(warmup_steps: int, total_steps: int) -> None:
+  """A one-line UserError when the warm-up is longer than the run it belongs to."""
   if warmup_steps > total_steps:
     raise UserError(f"the warm-up ({warmup_steps} steps, config.optimizer.warmup_*) is longer "
                     f"than the run ({total_steps} steps): it must be <= total steps")

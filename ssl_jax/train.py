@@ -44,6 +44,7 @@ class Trainer:
     self.input_shape = tuple(input_shape)
     self.probe_classes = num_classes if config.online_probe.enabled else None
     warmup = config_lib.to_steps(config.optimizer, "warmup", length.steps_per_epoch, default=0)
+    optimizers.check(config.optimizer)
     peak = optimizers.peak_learning_rate(config.optimizer, config.batch_size)
     self.schedule = optimizers.warmup_cosine(peak, warmup, length.schedule_steps,
                                              config.optimizer.end_lr_factor)
@@ -178,19 +179,22 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Outcome:
   info = inputs.info()
   length = config_lib.training_length(config, info.num_train_examples)
   method = methods.build(config, length)
+  trainer = Trainer(config, method, mesh, info.input_shape, info.num_classes, length)
+  optimizers.check_warmup(
+      config_lib.to_steps(config.optimizer, "warmup", length.steps_per_epoch, default=0),
+      length.total_steps)
   config_lib.check_workdir_writable(workdir)
   with run_lock.hold(workdir, active=jax.process_index() == 0):  # one run per workdir
-    return _train_holding_lock(config, workdir, mesh, inputs, info, length, method)
+    return _train_holding_lock(config, workdir, inputs, length, trainer)
 
 
-def _train_holding_lock(config: ml_collections.ConfigDict, workdir: str,
-                        mesh: jax.sharding.Mesh, inputs: Any, info: Any,
-                        length: config_lib.TrainingLength, method: methods.Method) -> Outcome:
+def _train_holding_lock(config: ml_collections.ConfigDict, workdir: str, inputs: Any,
+                        length: config_lib.TrainingLength, trainer: "Trainer") -> Outcome:
   """`train` after its checks, while this run holds the workdir (`ssl_jax.run_lock`)."""
   total_steps, steps_per_epoch = length.total_steps, length.steps_per_epoch
+  mesh = trainer.mesh
   config_lib.save_or_check(config, workdir)
 
-  trainer = Trainer(config, method, mesh, info.input_shape, info.num_classes, length)
   checkpoints = checkpoint_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
   restored = checkpoints.restore_newest(trainer.abstract_state)
   if restored is None:
