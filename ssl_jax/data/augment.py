@@ -19,7 +19,7 @@ out of the traced computation.
 or one of its presets (SimCLR's, BYOL's, MoCo v2's, solo-learn's CIFAR, the digits recipe).
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import dm_pix as pix

@@ -5,8 +5,9 @@ of the user's own) whose `MODALITY` is an instance of a `Modality` subclass. The
 evaluators, feature extraction and the benchmark ask it, and never branch on a modality's name
 or guess from a batch's keys what it holds:
 
-  host data (the modality imports its TensorFlow pipeline lazily, so this package and the
-  jitted step stay importable without TensorFlow):
+  host data, by default from the functions of the same names in the modality's `pipeline`
+  module (imported lazily, so this package and the jitted step stay importable without
+  TensorFlow; a pipeline with `uses_tokenizer` takes the run's tokenizer after the config):
     dataset_info(config) -> DatasetInfo
     train_batches(inputs, start_step=, process_index=, process_count=) -> iterator of batches
     eval_batches(inputs, split, batch_size=, process_index=, process_count=) -> batches with
@@ -34,6 +35,8 @@ or guess from a batch's keys what it holds:
 """
 import abc
 from collections.abc import Callable, Iterator
+import importlib
+import types
 from typing import Any
 
 import jax
@@ -53,28 +56,45 @@ class Modality(abc.ABC):
   kind: str = ""
   paired_kind: str | None = None
   can_finetune: bool = False
+  pipeline: str = ""  # the host pipeline module (TensorFlow), e.g. "ssl_jax.data.text_pipeline"
+  uses_tokenizer: bool = False  # its functions take the run's tokenizer after the config
 
   # Host data.
 
-  @abc.abstractmethod
+  def _pipeline(self) -> types.ModuleType:
+    if not self.pipeline:
+      raise TypeError(f"{type(self).__name__} names no pipeline module: define its "
+                                "dataset_info, train_batches and eval_batches")
+    return importlib.import_module(self.pipeline)
+
+  def _leading(self, inputs: Inputs) -> tuple:
+    """What every pipeline function takes first: the config, and the tokenizer if it uses one."""
+    return (inputs.config, inputs.tokenizer) if self.uses_tokenizer else (inputs.config,)
+
   def dataset_info(self, config: Any) -> DatasetInfo:
     """Sizes, classes and the model input's shape of the configured dataset."""
+    return self._pipeline().dataset_info(config)
 
-  @abc.abstractmethod
   def train_batches(self, inputs: Inputs, *, start_step: int, process_index: int,
                     process_count: int) -> Iterator[Batch]:
     """This process's endless training stream from `start_step`, a pure function of
     (config.seed, step)."""
+    return self._pipeline().train_batches(*self._leading(inputs), start_step=start_step,
+                                          process_index=process_index,
+                                          process_count=process_count)
 
-  @abc.abstractmethod
   def eval_batches(self, inputs: Inputs, split: str, *, batch_size: int, process_index: int,
                    process_count: int) -> Iterator[Batch]:
     """This process's share of `split`, once, in order, padded to whole batches ("mask")."""
+    return self._pipeline().eval_batches(*self._leading(inputs), split, batch_size=batch_size,
+                                         process_index=process_index,
+                                         process_count=process_count)
 
   def load_tokenizer(self, config: Any, workdir: str, create: bool):
-    """The run's tokenizer, for modalities whose inputs include text."""
-    del config, workdir, create
-    raise UserError(f"{type(self).__name__.lower()} inputs have no tokenizer")
+    """The run's tokenizer (the pipeline's `run_tokenizer`), for modalities with text."""
+    if not self.uses_tokenizer:
+      raise UserError(f"{type(self).__name__.lower()} inputs have no tokenizer")
+    return self._pipeline().run_tokenizer(config, workdir, create)
 
   # Device side.
 

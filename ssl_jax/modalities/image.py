@@ -6,7 +6,6 @@ multi-crop "local_views" [b, L, h, h, C], and "label" [b] when labelled; an eval
 holds "image" uint8 [b, H, W, C], "label" and "mask". `represent` reads the first view,
 normalised with `config.augment`'s mean and std; the raw baseline is the pixels.
 """
-from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -14,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax.data import augment
-from ssl_jax.data.inputs import DatasetInfo, Inputs
 from ssl_jax.modalities import Batch, FeatureFn, Modality
 
 
@@ -27,25 +25,8 @@ class Image(Modality):
   """Single images, the default modality."""
 
   kind = "image"
+  pipeline = "ssl_jax.data.image_pipeline"
   can_finetune = True
-
-  def dataset_info(self, config: Any) -> DatasetInfo:
-    from ssl_jax.data import image_pipeline  # pylint: disable=g-import-not-at-top  (TF)
-    return image_pipeline.dataset_info(config)
-
-  def train_batches(self, inputs: Inputs, *, start_step: int, process_index: int,
-                    process_count: int) -> Iterator[Batch]:
-    from ssl_jax.data import image_pipeline  # pylint: disable=g-import-not-at-top  (TF)
-    return image_pipeline.train_batches(inputs.config, start_step=start_step,
-                                        process_index=process_index,
-                                        process_count=process_count)
-
-  def eval_batches(self, inputs: Inputs, split: str, *, batch_size: int, process_index: int,
-                   process_count: int) -> Iterator[Batch]:
-    from ssl_jax.data import image_pipeline  # pylint: disable=g-import-not-at-top  (TF)
-    return image_pipeline.eval_batches(inputs.config, split, batch_size=batch_size,
-                                       process_index=process_index,
-                                       process_count=process_count)
 
   def example_batch(self, config: Any, input_shape: tuple[int, ...], batch_size: int = 2
                     ) -> Batch:

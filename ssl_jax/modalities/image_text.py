@@ -7,14 +7,13 @@ A training batch holds what an image batch holds ("views", "label") and the capt
 "caption_attention_mask" [b, M, L] with "caption_mask" [b, M]. Images are what `represent`
 and the probes read, as for plain images; the captions are the paired text of retrieval.
 """
-from collections.abc import Iterator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssl_jax.data.inputs import DatasetInfo, Inputs
+from ssl_jax.data.inputs import Inputs
 from ssl_jax.data.tokenizer import FIRST_WORD_ID
 from ssl_jax.modalities import Batch
 from ssl_jax.modalities.image import Image
@@ -25,30 +24,8 @@ class ImageText(Image):
   """Images, each with captions."""
 
   paired_kind = "text"
-
-  def dataset_info(self, config: Any) -> DatasetInfo:
-    from ssl_jax.data import image_text_pipeline  # pylint: disable=g-import-not-at-top  (TF)
-    return image_text_pipeline.dataset_info(config)
-
-  def load_tokenizer(self, config: Any, workdir: str, create: bool):
-    from ssl_jax.data import image_text_pipeline  # pylint: disable=g-import-not-at-top  (TF)
-    return image_text_pipeline.run_tokenizer(config, workdir, create)
-
-  def train_batches(self, inputs: Inputs, *, start_step: int, process_index: int,
-                    process_count: int) -> Iterator[Batch]:
-    from ssl_jax.data import image_text_pipeline  # pylint: disable=g-import-not-at-top  (TF)
-    return image_text_pipeline.train_batches(inputs.config, inputs.tokenizer,
-                                             start_step=start_step,
-                                             process_index=process_index,
-                                             process_count=process_count)
-
-  def eval_batches(self, inputs: Inputs, split: str, *, batch_size: int, process_index: int,
-                   process_count: int) -> Iterator[Batch]:
-    from ssl_jax.data import image_text_pipeline  # pylint: disable=g-import-not-at-top  (TF)
-    return image_text_pipeline.eval_batches(inputs.config, inputs.tokenizer, split,
-                                            batch_size=batch_size,
-                                            process_index=process_index,
-                                            process_count=process_count)
+  pipeline = "ssl_jax.data.image_text_pipeline"
+  uses_tokenizer = True
 
   def example_batch(self, config: Any, input_shape: tuple[int, ...], batch_size: int = 2
                     ) -> Batch:

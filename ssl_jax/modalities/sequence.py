@@ -5,14 +5,12 @@ A batch holds "signal" float32 [b, T, C] (zeros after each recording's end) and 
 int32 [b], plus "label" when labelled and "mask" in evaluation. `represent` reads both; the
 raw baseline is the flattened window.
 """
-from collections.abc import Iterator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssl_jax.data.inputs import DatasetInfo, Inputs
 from ssl_jax.modalities import Batch, FeatureFn, Modality
 
 SEQUENCE_INPUTS = ("signal", "length")  # what a sequence `represent` reads
@@ -29,24 +27,7 @@ class Sequence(Modality):
   """Windows of multichannel signals: sensor recordings, speech features, waveforms."""
 
   kind = "signal"
-
-  def dataset_info(self, config: Any) -> DatasetInfo:
-    from ssl_jax.data import sequence_pipeline  # pylint: disable=g-import-not-at-top  (TF)
-    return sequence_pipeline.dataset_info(config)
-
-  def train_batches(self, inputs: Inputs, *, start_step: int, process_index: int,
-                    process_count: int) -> Iterator[Batch]:
-    from ssl_jax.data import sequence_pipeline  # pylint: disable=g-import-not-at-top  (TF)
-    return sequence_pipeline.train_batches(inputs.config, start_step=start_step,
-                                           process_index=process_index,
-                                           process_count=process_count)
-
-  def eval_batches(self, inputs: Inputs, split: str, *, batch_size: int, process_index: int,
-                   process_count: int) -> Iterator[Batch]:
-    from ssl_jax.data import sequence_pipeline  # pylint: disable=g-import-not-at-top  (TF)
-    return sequence_pipeline.eval_batches(inputs.config, split, batch_size=batch_size,
-                                          process_index=process_index,
-                                          process_count=process_count)
+  pipeline = "ssl_jax.data.sequence_pipeline"
 
   def example_batch(self, config: Any, input_shape: tuple[int, ...], batch_size: int = 2
                     ) -> Batch:

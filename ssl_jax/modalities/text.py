@@ -5,7 +5,6 @@ A batch holds "tokens", "attention_mask", "segment_ids" int32 [b, L] and "next_s
 (sentence pairs), plus "label" when labelled and "mask" in evaluation. `represent` reads the
 three row arrays; the raw baseline is a bag of words over the run's vocabulary.
 """
-from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -13,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax import losses
-from ssl_jax.data.inputs import DatasetInfo, Inputs
+from ssl_jax.data.inputs import Inputs
 from ssl_jax.data.tokenizer import FIRST_WORD_ID
 from ssl_jax.modalities import Batch, FeatureFn, Modality
 
@@ -49,28 +48,8 @@ class Text(Modality):
   """Token rows of one text, or of a sentence pair."""
 
   kind = "text"
-
-  def dataset_info(self, config: Any) -> DatasetInfo:
-    from ssl_jax.data import text_pipeline  # pylint: disable=g-import-not-at-top  (TF)
-    return text_pipeline.dataset_info(config)
-
-  def load_tokenizer(self, config: Any, workdir: str, create: bool):
-    from ssl_jax.data import text_pipeline  # pylint: disable=g-import-not-at-top  (TF)
-    return text_pipeline.run_tokenizer(config, workdir, create)
-
-  def train_batches(self, inputs: Inputs, *, start_step: int, process_index: int,
-                    process_count: int) -> Iterator[Batch]:
-    from ssl_jax.data import text_pipeline  # pylint: disable=g-import-not-at-top  (TF)
-    return text_pipeline.train_batches(inputs.config, inputs.tokenizer, start_step=start_step,
-                                       process_index=process_index,
-                                       process_count=process_count)
-
-  def eval_batches(self, inputs: Inputs, split: str, *, batch_size: int, process_index: int,
-                   process_count: int) -> Iterator[Batch]:
-    from ssl_jax.data import text_pipeline  # pylint: disable=g-import-not-at-top  (TF)
-    return text_pipeline.eval_batches(inputs.config, inputs.tokenizer, split,
-                                      batch_size=batch_size, process_index=process_index,
-                                      process_count=process_count)
+  pipeline = "ssl_jax.data.text_pipeline"
+  uses_tokenizer = True
 
   def example_batch(self, config: Any, input_shape: tuple[int, ...], batch_size: int = 2
                     ) -> Batch:

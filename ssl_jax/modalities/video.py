@@ -5,7 +5,6 @@ A batch holds "frames" uint8 [b, T, H, W, C], plus "label" when labelled and "ma
 evaluation. `represent` reads the frames (and in evaluation the "mask", so that held-out
 metrics can skip padding rows); the raw baseline is the flattened clip.
 """
-from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -13,7 +12,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax.data import augment
-from ssl_jax.data.inputs import DatasetInfo, Inputs
 from ssl_jax.modalities import Batch, FeatureFn, Modality
 from ssl_jax.modalities.image import raw_pixels
 
@@ -27,24 +25,7 @@ class Video(Modality):
   """Clips of frames."""
 
   kind = "frames"
-
-  def dataset_info(self, config: Any) -> DatasetInfo:
-    from ssl_jax.data import video_pipeline  # pylint: disable=g-import-not-at-top  (TF)
-    return video_pipeline.dataset_info(config)
-
-  def train_batches(self, inputs: Inputs, *, start_step: int, process_index: int,
-                    process_count: int) -> Iterator[Batch]:
-    from ssl_jax.data import video_pipeline  # pylint: disable=g-import-not-at-top  (TF)
-    return video_pipeline.train_batches(inputs.config, start_step=start_step,
-                                        process_index=process_index,
-                                        process_count=process_count)
-
-  def eval_batches(self, inputs: Inputs, split: str, *, batch_size: int, process_index: int,
-                   process_count: int) -> Iterator[Batch]:
-    from ssl_jax.data import video_pipeline  # pylint: disable=g-import-not-at-top  (TF)
-    return video_pipeline.eval_batches(inputs.config, split, batch_size=batch_size,
-                                       process_index=process_index,
-                                       process_count=process_count)
+  pipeline = "ssl_jax.data.video_pipeline"
 
   def example_batch(self, config: Any, input_shape: tuple[int, ...], batch_size: int = 2
                     ) -> Batch:
