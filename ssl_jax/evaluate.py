@@ -60,6 +60,17 @@ def check(config) -> list[evaluators_lib.Evaluator]:
   return evaluators
 
 
+def check_labels(config, evaluators: list[evaluators_lib.Evaluator]) -> None:
+  """Checks the evaluators' settings against the probe dataset's class sizes (reading only its
+  labels), before training."""
+  from ssl_jax import modalities  # pylint: disable=g-import-not-at-top
+  probed = probe_config(config)
+  counts = modalities.find(probed).label_counts(probed)
+  if counts is not None and len(counts):
+    for evaluator in evaluators:
+      evaluator.check_labels(counts, probed.dataset)
+
+
 def restore(config, workdir: str) -> evaluators_lib.Context:
   """The newest checkpoint in `workdir` and the same network at its initialisation, with the
   probe dataset's inputs: what the evaluators share."""

@@ -69,7 +69,7 @@ def run(config, workdir: str):
   The evaluation settings are checked before the first training step."""
   from ssl_jax import evaluate, train  # pylint: disable=g-import-not-at-top
   if config.evaluate_at_end:
-    evaluate.check(config)
+    evaluate.check_labels(config, evaluate.check(config))
   outcome = train.train(config, workdir)
   if config.evaluate_at_end and outcome.completed:
     evaluate.run(workdir)

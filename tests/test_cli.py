@@ -42,6 +42,10 @@ CASES = {
                                "config.evals.probes.protocols must be one of linear, knn"),
     "negative labels per class": (["--config.evals.probes.labels_per_class=(-1,)"],
                                   "config.evals.probes.labels_per_class must be an integer >= 0"),
+    "more labels per class than a class has": (
+        ["--config.evals.probes.labels_per_class=(1, 500)"],
+        "config.evals.probes.labels_per_class asks for 500 labelled examples of each class, "
+        "but class"),
     "no seeds": (["--config.evals.probes.seeds=0"],
                  "config.evals.probes.seeds must be an integer >= 1"),
     "kNN k of 0": (["--config.evals.probes.knn_k=0"], "config.evals.probes.knn_k must be an "

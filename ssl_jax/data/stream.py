@@ -36,6 +36,9 @@ from ssl_jax.errors import UserError
 if tf.config.list_physical_devices("GPU"):
   tf.config.set_visible_devices([], "GPU")
 
+# Training splits whose records take at most this many bytes have their labels counted before
+# training (`label_counts`); larger ones are checked when the probes run.
+_MAX_LABEL_SCAN_BYTES = 1 << 30
 # Datasets whose builders live in `ssl_jax.data.builders` and prepare offline.
 EMBEDDED = frozenset({"captioned_images", "digits", "moving_digits", "photos", "python_docs",
                       "sequences"})
@@ -124,6 +127,32 @@ def class_names(builder: tfds.core.DatasetBuilder, label_key: str | None
     return None
   names = getattr(dataset_feature(builder, label_key), "names", None)
   return tuple(names) if names else None
+
+
+def label_counts(config: Any) -> np.ndarray | None:
+  """Examples of each class in `config.data.train_split` [num_classes], parsing only the label
+  feature; None when the dataset has no class label, or when the split's records are larger
+  than `_MAX_LABEL_SCAN_BYTES` (reading ImageNet's 140 GB for its labels would take longer
+  than a check should)."""
+  label_key = config.data.get("label_key")
+  if label_key is None:
+    return None
+  builder = load_builder(config)
+  num_classes = getattr(dataset_feature(builder, label_key), "num_classes", None)
+  if num_classes is None:
+    return None
+  try:
+    size = int(builder.info.splits[config.data.train_split].num_bytes)
+  except (KeyError, ValueError, TypeError):
+    size = 0  # unknown (a mock, an unusual slice): small datasets are the common case
+  if size > _MAX_LABEL_SCAN_BYTES:
+    return None
+  ds = open_split(builder, config.data.train_split,
+                  decoders=tfds.decode.PartialDecoding({label_key: True}))
+  counts = np.zeros((num_classes,), np.int64)
+  for labels in ds.map(lambda ex: ex[label_key]).batch(65536).as_numpy_iterator():
+    counts += np.bincount(labels, minlength=num_classes)
+  return counts
 
 
 def process_shards(split: str, process_index: int, process_count: int) -> list[Any]:

@@ -140,6 +140,10 @@ class Evaluator(abc.ABC):
   def check(self) -> None:
     """Raises a one-line UserError for a bad setting; runs before training starts."""
 
+  def check_labels(self, counts: np.ndarray, dataset: str) -> None:
+    """Raises a one-line UserError when the settings ask for more labelled examples than the
+    probe dataset's training split has (`counts`: examples per class); before training."""
+
   def applies(self, context: Context) -> bool:
     """Whether this run has anything for it to measure (a method that draws, a test split)."""
     del context

@@ -115,6 +115,14 @@ class Evaluator(EvaluatorBase):
                    integer=True)
       check_number(f"{key}.propagation_tol", settings.propagation_tol, above=0)
 
+  def check_labels(self, counts: np.ndarray, dataset: str) -> None:
+    wanted = max(self.settings.labels_per_class)
+    if wanted > counts.min():
+      raise UserError(f"config.evals.{self.name}.labels_per_class asks for {wanted} labelled "
+                      f"examples of each class, but class {int(counts.argmin())} of '{dataset}' "
+                      f"has {int(counts.min())} training examples: use at most "
+                      f"{int(counts.min())} (0 = all labels)")
+
   def applies(self, context: Context) -> bool:
     return context.num_classes is not None and bool(context.config.eval.feature_sources)
 

@@ -90,6 +90,14 @@ class Modality(abc.ABC):
                                          process_index=process_index,
                                          process_count=process_count)
 
+  def label_counts(self, config: Any) -> np.ndarray | None:
+    """Examples of each class in the training split, or None when unknown or unlabelled: what
+    the evaluation settings are checked against before training."""
+    if not self.pipeline:
+      return None
+    from ssl_jax.data import stream  # pylint: disable=g-import-not-at-top  (TF)
+    return stream.label_counts(config)
+
   def load_tokenizer(self, config: Any, workdir: str, create: bool):
     """The run's tokenizer (the pipeline's `run_tokenizer`), for modalities with text."""
     if not self.uses_tokenizer:
