@@ -13,6 +13,7 @@ gradient wd * w before the Adam step, as Caffe's and PyTorch's Adam `weight_deca
 import math
 from typing import Any
 
+from absl import logging
 import jax
 import optax
 
@@ -45,11 +46,17 @@ def check(optimizer_config) -> None:
                maximum=1)
 
 
-def check_warmup(warmup_steps: int, total_steps: int) -> None:
-  """A one-line UserError when the warm-up is longer than the run it belongs to."""
-  if warmup_steps > total_steps:
-    raise UserError(f"the warm-up ({warmup_steps} steps, config.optimizer.warmup_*) is longer "
-                    f"than the run ({total_steps} steps): it must be <= total steps")
+def warn_if_warmup_outlasts(warmup_steps: int, total_steps: int) -> bool:
+  """Logs one warning when the warm-up is longer than the run, and says whether it did.
+
+  Not an error: a smoke run (`--config.total_steps=4`) of a recipe with a 10-epoch warm-up is
+  a normal thing to launch; its learning rate just never reaches the peak."""
+  if warmup_steps <= total_steps:
+    return False
+  logging.warning("the warm-up (%d steps, config.optimizer.warmup_*) is longer than the run "
+                  "(%d steps): the learning rate never reaches its peak", warmup_steps,
+                  total_steps)
+  return True
 
 
 def decay_mask(params: Any) -> Any:

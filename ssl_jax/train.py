@@ -180,7 +180,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Outcome:
   length = config_lib.training_length(config, info.num_train_examples)
   method = methods.build(config, length)
   trainer = Trainer(config, method, mesh, info.input_shape, info.num_classes, length)
-  optimizers.check_warmup(
+  optimizers.warn_if_warmup_outlasts(
       config_lib.to_steps(config.optimizer, "warmup", length.steps_per_epoch, default=0),
       length.total_steps)
   config_lib.check_workdir_writable(workdir)

@@ -77,9 +77,6 @@ CASES = {
                        "config.optimizer.b2 must be a number >= 0 and < 1"),
     "unknown optimizer": (["--config.optimizer.name=rmsprop"],
                           "config.optimizer.name must be one of lars, adamw, adam, sgd"),
-    "warm-up longer than the run": (["--config.optimizer.warmup_steps=5000"],
-                                    "the warm-up (5000 steps, config.optimizer.warmup_*) is "
-                                    "longer than the run (1500 steps)"),
 }
 
 

@@ -48,3 +48,12 @@ def test_warmup_cosine_and_batch_scaling():
   assert optimizers.peak_learning_rate(lars_config(lr=0.3, lr_scaling="linear"), 4096) == 0.3 * 16
   np.testing.assert_allclose(
       optimizers.peak_learning_rate(lars_config(lr=0.075, lr_scaling="sqrt"), 4096), 0.075 * 64)
+
+
+def test_a_warmup_longer_than_the_run_is_a_warning_and_ramps_linearly():
+  """A smoke run of a recipe (4 steps of a 50-step warm-up) trains on the warm-up's ramp."""
+  assert not optimizers.warn_if_warmup_outlasts(warmup_steps=4, total_steps=4)
+  assert optimizers.warn_if_warmup_outlasts(warmup_steps=50, total_steps=4)
+  schedule = optimizers.warmup_cosine(peak=1.0, warmup_steps=50, total_steps=4)
+  np.testing.assert_allclose([schedule(s) for s in range(4)], [0.0, 0.02, 0.04, 0.06],
+                             rtol=1e-6)

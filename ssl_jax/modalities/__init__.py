@@ -92,8 +92,11 @@ class Modality(abc.ABC):
 
   def label_counts(self, config: Any) -> np.ndarray | None:
     """Examples of each class in the training split, or None when unknown or unlabelled: what
-    the evaluation settings are checked against before training."""
-    if not self.pipeline:
+    the evaluation settings are checked against before training. The default counts the
+    pipeline's dataset; a modality that brings its own data (overrides `dataset_info`,
+    `train_batches` or `eval_batches`) overrides this too, or is checked when its probes run."""
+    if not self.pipeline or any(getattr(type(self), name) is not getattr(Modality, name)
+                                for name in ("dataset_info", "train_batches", "eval_batches")):
       return None
     from ssl_jax.data import stream  # pylint: disable=g-import-not-at-top  (TF)
     return stream.label_counts(config)
