@@ -44,7 +44,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 50
   c.checkpoint_every_steps = 500
   c.keep_checkpoints = 3
-  c.mesh_data_axis = -1  # devices on the `data` axis; -1 = all
+  # Devices: mesh axes "name:size" (data, fsdp; one size may be -1, the rest), the batch split
+  # over all of them; each state leaf placed by the first (regex over its path, rule) that
+  # matches: "replicate" or "fsdp" (largest dimension divisible by the fsdp axis, for leaves
+  # of at least fsdp_min_size elements). Without an fsdp axis that is data parallelism.
+  c.mesh = "data:-1"
+  c.sharding_rules = ((".*", "fsdp"),)
+  c.fsdp_min_size = 2**14
 
   c.optimizer = ml_collections.ConfigDict(dict(
       name="lars", lr=0.3, lr_scaling="linear", weight_decay=1e-6, momentum=0.9,

@@ -54,7 +54,7 @@ def benchmark(spec: str, batch_size: int | None, steps: int, warmup: int,
   if batch_size:
     config.unlock()
     config.batch_size = batch_size
-  mesh = parallel.make_mesh(config.mesh_data_axis)
+  mesh = parallel.make_mesh(config.mesh)
   length = config_lib.TrainingLength(steps_per_epoch=100, total_steps=steps + warmup,
                                      schedule_steps=steps + warmup)
   local = config.batch_size // jax.process_count()

@@ -112,18 +112,27 @@ class _QuietStorageTracebacks(python_logging.Filter):
 
 class _SkipLateCompletions:
   """An unraisable-error hook that skips TensorStore completing a write or read after the
-  event loop of orbax's failed save or restore has closed: nobody waits for it any more, and
-  the failure itself is reported. Python would print each as a traceback (dozens, on a full
+  event loop of orbax's failed save or restore has closed, and the unawaited reads a failed
+  restore leaves behind: nobody waits for them any more, and the failure itself is reported. Python would print each as a traceback (dozens, on a full
   disk). Everything else goes to the previous hook."""
 
   def __init__(self, previous: Any):
     self.previous = previous
 
   def __call__(self, unraisable: Any) -> None:
-    if self.late_completion(unraisable):
+    if self.late_completion(unraisable) or self.abandoned_read(unraisable):
       logging.debug("an I/O finished after its failed checkpoint operation was abandoned")
     else:
       self.previous(unraisable)
+
+  @staticmethod
+  def abandoned_read(unraisable: Any) -> bool:
+    """A read of one array of a restore that already failed on another (an unreadable step,
+    reported and skipped by `restore_newest`): orbax leaves the coroutine unawaited, and when
+    it is collected Python prints its own read error as a traceback."""
+    code = getattr(unraisable.object, "cr_code", None)
+    return (code is not None and code.co_name == "_read_array_index_and_device_put"
+            and f"{os.sep}orbax{os.sep}" in code.co_filename)
 
   @staticmethod
   def late_completion(unraisable: Any) -> bool:

@@ -25,7 +25,7 @@ def latest(config: Any, workdir: str) -> Restored:
   """The newest checkpoint in `workdir`, restored into the state `config` describes."""
   inputs = inputs_lib.Inputs(config, workdir)
   info = inputs.info()
-  mesh = parallel.make_mesh(config.mesh_data_axis)
+  mesh = parallel.make_mesh(config.mesh)
   length = config_lib.training_length(config, info.num_train_examples)
   method = methods.build(config, length)
   trainer = train.Trainer(config, method, mesh, info.input_shape, info.num_classes, length)

@@ -2,7 +2,8 @@
 
 Every objective runs through this file unchanged; it talks to the objective only through the
 method seam (`ssl_jax.methods`). The step is `jax.jit(train_step, donate_argnums=0)` over a
-mesh of all devices, batch sharded on `data`, state replicated, so the same program runs on
+mesh of all devices (`config.mesh`), batch split over every axis, each state leaf replicated
+or FSDP-sharded by `config.sharding_rules` (`ssl_jax.parallel`), so the same program runs on
 one CPU, 8 fake CPU devices, a GPU, or a multi-host pod.
 
 Sections: (1) state and step, importable without TensorFlow (the benchmark and accelerator
@@ -51,8 +52,10 @@ class Trainer:
     self.tx = optimizers.build(config.optimizer, self.schedule)
     self.probe_tx = optax.adam(config.online_probe.lr)
     replicated = parallel.replicated(mesh)
+    parallel.check_rules(config.sharding_rules)
     self.abstract_state = jax.eval_shape(self._init_state, jax.random.PRNGKey(0))
-    self.state_shardings = parallel.tree_shardings(self.abstract_state, replicated)
+    self.state_shardings = parallel.state_shardings(
+        self.abstract_state, mesh, config.sharding_rules, config.fsdp_min_size)
     self.abstract_state = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
         self.abstract_state, self.state_shardings)
@@ -173,7 +176,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Outcome:
 
   # Checks first: every bad input fails here, before anything is written or compiled.
   methods.find(config)
-  mesh = parallel.make_mesh(config.mesh_data_axis)
+  mesh = parallel.make_mesh(config.mesh)
   config_lib.check_batch_size(config.batch_size, mesh.size, jax.process_count())
   inputs = inputs_lib.Inputs(config, workdir, create_tokenizer=True)
   info = inputs.info()

@@ -188,7 +188,7 @@ def test_sigterm_saves_a_checkpoint_and_stops(tmp_path, data_dir):
   workdir = tmp_path / "run"
   command = [sys.executable, "-m", "ssl_jax.main", "--config=configs/simclr.py:digits",
              f"--workdir={workdir}", *TINY, "--config.total_steps=100000",
-             "--config.log_every_steps=1", "--config.mesh_data_axis=1",
+             "--config.log_every_steps=1", "--config.mesh=data:1",
              f"--config.data.data_dir={data_dir}"]
   process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
   for line in process.stderr:

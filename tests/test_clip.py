@@ -35,7 +35,7 @@ def _tiny(data_dir, variant="digits,runlocal=True", **dotted):
   config.unlock()
   return override(config, **{
       "data.data_dir": data_dir, "batch_size": 16, "total_steps": 3, "evaluate_at_end": False,
-      "mesh_data_axis": 1, "evals.probes.protocols": ("linear", "knn"), "evals.probes.labels_per_class": (5,),
+      "mesh": "data:1", "evals.probes.protocols": ("linear", "knn"), "evals.probes.labels_per_class": (5,),
       "evals.probes.seeds": 1, "evals.plots.enabled": False, **dotted})
 
 
@@ -158,7 +158,7 @@ def test_text_embedding_ignores_padding_and_reads_the_whole_caption(data_dir):
 def test_sharded_step_equals_single_device(data_dir):
   """SGD rather than AdamW, as for the language models: the text tower's attention key bias
   has a true gradient of 0, and Adam would scale its rounding noise into full-size steps."""
-  config = _tiny(data_dir, mesh_data_axis=-1, **{"optimizer.name": "sgd", "optimizer.lr": 0.1})
+  config = _tiny(data_dir, mesh="data:-1", **{"optimizer.name": "sgd", "optimizer.lr": 0.1})
   rng = np.random.default_rng(0)
   tokens = rng.integers(5, 300, size=(2, 16, 24)).astype(np.int32)
   lengths = rng.integers(3, 25, size=(2, 16))

@@ -319,7 +319,7 @@ def test_one_step_of_the_real_dataset_configs_on_mock_tfds(variant, tmp_path):
   colorizer, ImageNet's 176 px crops shrunk to 32 px, on one device."""
   config = colorization_config.get_config(f"{variant},runlocal=True")
   config.unlock()
-  override(config, total_steps=1, evaluate_at_end=False, batch_size=8, mesh_data_axis=1,
+  override(config, total_steps=1, evaluate_at_end=False, batch_size=8, mesh="data:1",
            **TINY_COLORIZER)
   if variant == "imagenet2012":
     override(config, **{"data.image_size": 32, "data.eval_resize": 36})

@@ -29,7 +29,7 @@ def _tiny(data_dir, variant="japanese_vowels,runlocal=True", **dotted):
   config.unlock()
   return override(config, **{
       "data.data_dir": data_dir, "batch_size": 16, "total_steps": 3, "evaluate_at_end": False,
-      "mesh_data_axis": 1, "cpc.widths": (8, 8), "cpc.context_width": 8,
+      "mesh": "data:1", "cpc.widths": (8, 8), "cpc.context_width": 8,
       "cpc.prediction_steps": 2, "evals.probes.protocols": ("linear", "knn"),
       "evals.probes.labels_per_class": (5,), "evals.probes.seeds": 1, **dotted})
 
@@ -81,7 +81,7 @@ def test_context_at_step_t_never_sees_later_frames(data_dir):
 
 
 def test_sharded_step_equals_single_device(data_dir):
-  config = _tiny(data_dir, mesh_data_axis=-1)
+  config = _tiny(data_dir, mesh="data:-1")
   rng = np.random.default_rng(0)
   batches = [{"signal": rng.normal(size=(16, 29, 12)).astype(np.float32),
               "length": rng.integers(7, 30, size=(16,)).astype(np.int32),

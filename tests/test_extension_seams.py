@@ -108,7 +108,7 @@ def get_config(arg=None):
   c.encoder.widths = (8, 16)
   c.projector.update(hidden_dim=16, output_dim=8)
   c.update(batch_size=32, total_steps=4, log_every_steps=2, checkpoint_every_steps=4,
-           mesh_data_axis=1)
+           mesh="data:1")
   c.optimizer.warmup_steps = 1
   c.eval.feature_sources = ("ssl", "raw")
   c.evals.probes.update(protocols=("knn",), labels_per_class=(0,), seeds=1)

@@ -83,7 +83,7 @@ def scripts(tmp_path_factory, data_dir):
       from tiny_configs import tiny_digits
 
       def get_config():
-        return tiny_digits({data_dir!r}, mesh_data_axis=1)
+        return tiny_digits({data_dir!r}, mesh="data:1")
       """))
   (folder / "driver.py").write_text(DRIVER.format(root=ROOT))
   env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(folder / "jax_cache"),
@@ -135,7 +135,7 @@ def metric_steps(workdir) -> list[int]:
 def trainer(data_dir, scripts, reference):
   """A trainer of the subprocesses' config: its abstract state restores their checkpoints."""
   del scripts, reference  # the reference run has prepared the dataset
-  config = tiny_digits(data_dir, mesh_data_axis=1)
+  config = tiny_digits(data_dir, mesh="data:1")
   info = inputs_lib.Inputs(config).info()
   length = config_lib.training_length(config, info.num_train_examples)
   return train.Trainer(config, methods.build(config, length), parallel.make_mesh(1),

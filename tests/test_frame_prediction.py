@@ -33,7 +33,7 @@ def _tiny(data_dir, variant="moving_digits,runlocal=True", **dotted):
   config.unlock()
   return override(config, **{
       "data.data_dir": data_dir, "batch_size": 16, "total_steps": 3, "evaluate_at_end": False,
-      "mesh_data_axis": 1, "evals.probes.protocols": ("linear", "knn"), "evals.probes.labels_per_class": (5,),
+      "mesh": "data:1", "evals.probes.protocols": ("linear", "knn"), "evals.probes.labels_per_class": (5,),
       "evals.probes.seeds": 1, "evals.pictures.num_pictures": 2, **_TINY_NETWORK, **dotted})
 
 
@@ -102,7 +102,7 @@ def test_loss_matches_numpy(likelihood):
 
 
 def test_sharded_step_equals_single_device(data_dir):
-  config = _tiny(data_dir, mesh_data_axis=-1)
+  config = _tiny(data_dir, mesh="data:-1")
   rng = np.random.default_rng(0)
   batches = [{"frames": rng.integers(0, 256, size=(16, 10, 32, 32, 1)).astype(np.uint8),
               "label": rng.integers(0, 10, size=(16,)).astype(np.int32)} for _ in range(2)]

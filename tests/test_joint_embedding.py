@@ -88,7 +88,7 @@ def test_one_step_of_the_cifar10_config_on_mock_tfds(name, tmp_path):
   arg = arg.replace("digits", "cifar10") + ",runlocal=True"
   config = importlib.import_module(f"configs.{module}").get_config(arg)
   config.unlock()
-  override(config, total_steps=1, evaluate_at_end=False, batch_size=8, mesh_data_axis=1,
+  override(config, total_steps=1, evaluate_at_end=False, batch_size=8, mesh="data:1",
            encoder={"name": "convnet", "widths": (8, 16)})
   with tfds.testing.mock_data(num_examples=32):
     state = train.run(config, str(tmp_path / name))

@@ -23,7 +23,7 @@ def _tiny(module, variant="python_docs,runlocal=True", **dotted):
   config = module.get_config(variant)
   config.unlock()
   return override(config, **{"batch_size": 16, "total_steps": 3, "evaluate_at_end": False,
-                             "mesh_data_axis": 1, "evals.probes.protocols": ("linear", "knn"),
+                             "mesh": "data:1", "evals.probes.protocols": ("linear", "knn"),
                              "evals.probes.labels_per_class": (5,), "evals.probes.seeds": 1, **dotted})
 
 

@@ -227,7 +227,7 @@ def test_one_step_of_the_real_dataset_configs_on_mock_tfds(variant, tmp_path):
   32 px. Normalised targets have unit variance per patch, so the first loss is about 1.
   On one device: sharding is the test above's, and orbax's per-device copies of the state
   would double the test's time."""
-  config = tiny_mae(f"{variant},runlocal=True", total_steps=1, batch_size=8, mesh_data_axis=1, **{
+  config = tiny_mae(f"{variant},runlocal=True", total_steps=1, batch_size=8, mesh="data:1", **{
       "encoder.patch_size": 8, "encoder.image_size": 32, "data.image_size": 32,
       "data.eval_resize": 36})
   with tfds.testing.mock_data(num_examples=16):

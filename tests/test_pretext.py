@@ -289,7 +289,7 @@ def test_one_step_of_the_real_dataset_configs_on_mock_tfds(name, variant, tmp_pa
   CNN in place of ResNet-18/50, on one device (the sharded step is tested above)."""
   config = importlib.import_module(f"configs.{name}").get_config(f"{variant},runlocal=True")
   config.unlock()
-  override(config, total_steps=1, evaluate_at_end=False, batch_size=8, mesh_data_axis=1,
+  override(config, total_steps=1, evaluate_at_end=False, batch_size=8, mesh="data:1",
            encoder=TINY_ENCODER, **TINY[name])
   if variant == "imagenet2012":
     override(config, **IMAGENET_SHRUNK[name])

@@ -260,7 +260,7 @@ def test_training_then_evaluation_writes_the_vaes_pictures_into_the_report(data_
   plots are written as PNGs beside the report and linked from report.md (one cheap protocol,
   one feature source and one device, to keep it fast; sharded evaluation is test_train's)."""
   config = tiny_reconstruction("vae", data_dir, total_steps=2, evaluate_at_end=True,
-                               mesh_data_axis=1, **{
+                               mesh="data:1", **{
       "evals.probes.protocols": ("knn",), "eval.feature_sources": ("ssl",),
       "evals.probes.labels_per_class": (0,), "evals.probes.seeds": 1,
       "evals.pictures.num_pictures": 3, "evals.plots.enabled": True,
@@ -376,7 +376,7 @@ def test_one_step_of_the_real_dataset_configs_on_mock_tfds(name, variant, tmp_pa
   step is tested above; orbax's per-device copies would double the time)."""
   config = importlib.import_module(f"configs.{name}").get_config(f"{variant},runlocal=True")
   config.unlock()
-  override(config, total_steps=1, evaluate_at_end=False, batch_size=8, mesh_data_axis=1,
+  override(config, total_steps=1, evaluate_at_end=False, batch_size=8, mesh="data:1",
            encoder={"name": "convnet", "widths": (8, 16), "convs_per_stage": 1},
            decoder={"widths": (8,), "convs_per_stage": 0}, **{"online_probe.enabled": False})
   if variant == "imagenet2012":

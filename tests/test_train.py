@@ -44,7 +44,7 @@ def compilation_cache(tmp_path, monkeypatch):
 
 def test_resume_20_then_40_equals_40_at_once(tmp_path, data_dir):
   common = {"checkpoint_every_steps": 10, "log_every_steps": 10, "optimizer.decay_steps": 40,
-            "mesh_data_axis": 1}
+            "mesh": "data:1"}
   interrupted = str(tmp_path / "interrupted")
   train.run(tiny_digits(data_dir, total_steps=20, **common), interrupted)
   assert checkpoint_lib.Checkpointer(interrupted, read_only=True).latest_step() == 20
@@ -76,7 +76,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir, monke
   monkeypatch.setattr(methods, "build", build_with_nan_after_step_4)
   workdir = str(tmp_path / "run")
   config = tiny_digits(data_dir, total_steps=10, log_every_steps=2, checkpoint_every_steps=2,
-                       mesh_data_axis=1)
+                       mesh="data:1")
   with pytest.raises(TrainingDivergedError, match=r"loss is nan at step 6.*step 4\) is kept"):
     train.run(config, workdir)
   checkpoints = checkpoint_lib.Checkpointer(workdir, read_only=True)
@@ -90,7 +90,7 @@ def test_one_step_on_mock_tfds(tmp_path, variant, num_examples):
   step is tested with tiny networks elsewhere."""
   config = simclr.get_config(f"{variant},runlocal=True")
   config.unlock()
-  override(config, total_steps=1, evaluate_at_end=False, batch_size=8, mesh_data_axis=1)
+  override(config, total_steps=1, evaluate_at_end=False, batch_size=8, mesh="data:1")
   if variant == "imagenet2012":
     override(config, **{"data.image_size": 64, "data.eval_resize": 72})
   with tfds.testing.mock_data(num_examples=num_examples):

@@ -97,7 +97,8 @@ def assert_trees_close(a, b, what: str, rtol: float = 2e-4, atol: float = 3e-5,
 def steps_on_meshes(config: ml_collections.ConfigDict, batches: list, image_shape: tuple,
                     length, initial=None, sizes: tuple = (8, 1)) -> dict:
   """Runs the same host batches from the same initial state through the trainer's step on a
-  mesh of each size; returns {size: (losses, host state)}. `initial` defaults to the
+  mesh of each size (or `config.mesh` string, "data:2,fsdp:4"); returns {size: (losses, host
+  state)}. `initial` defaults to the
   1-device trainer's freshly created state."""
   import jax  # pylint: disable=g-import-not-at-top
   from ssl_jax import methods, parallel, train  # pylint: disable=g-import-not-at-top
@@ -118,10 +119,12 @@ def steps_on_meshes(config: ml_collections.ConfigDict, batches: list, image_shap
 
 
 def assert_sharded_equals_single_device(results: dict, parts=("params", "extra"),
-                                        loss_rtol: float = 1e-4, **tolerances) -> None:
-  """`steps_on_meshes`'s 8-device run equals its 1-device run, and the steps did something."""
+                                        loss_rtol: float = 1e-4, sharded: int | str = 8,
+                                        **tolerances) -> None:
+  """`steps_on_meshes`'s run on the `sharded` mesh equals its 1-device run, and the steps did
+  something."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  (losses8, state8), (losses1, state1) = results[8], results[1]
+  (losses8, state8), (losses1, state1) = results[sharded], results[1]
   np.testing.assert_allclose(losses8, losses1, rtol=loss_rtol)
   assert losses1[-1] != losses1[0], "the steps did not change the parameters"
   for part in parts:
