@@ -3,6 +3,7 @@
 Also SIGTERM: the run saves a checkpoint and stops cleanly. These run the real entry points in
 subprocesses (8 fake devices are inherited from conftest.py's environment).
 """
+import json
 import os
 import signal
 import subprocess
@@ -80,17 +81,67 @@ CASES = {
 }
 
 
+# All CASES run in one process (python, TensorFlow and jax take about 8 s to import): a driver
+# parses each case's flags with the entry point's own parser and calls its `main`, catching the
+# exit, with stderr captured; any other exception ends the driver with a traceback.
+CASES_DRIVER = """
+import contextlib, io, json, sys
+from absl import flags
+from ssl_jax import main
+cases, output, results = sys.argv[1], sys.argv[2], {}
+for name, argv in json.load(open(cases)).items():
+  flags.FLAGS.unparse_flags()
+  for flag in [name for name in flags.FLAGS if name.startswith("config.")]:
+    delattr(flags.FLAGS, flag)  # the previous case's override flags
+  sys.argv = ["ssl_jax.main", *argv]  # config_flags finds the overrides to define in sys.argv
+  stderr, code = io.StringIO(), 0
+  with contextlib.redirect_stderr(stderr):
+    try:
+      main.main(main.parse_flags(sys.argv))
+    except SystemExit as e:
+      code = e.code
+  results[name] = [code, stderr.getvalue()]
+json.dump(results, open(output, "w"))
+"""
+
+
+@pytest.fixture(scope="module")
+def bad_config_results(tmp_path_factory, data_dir):
+  """{case: (exit code, stderr, workdir)} of every CASES entry through `ssl_jax.main`."""
+  folder = tmp_path_factory.mktemp("bad_configs")
+  argvs = {case: ["--config=configs/simclr.py:digits", f"--workdir={folder / str(index)}",
+                  *overrides, f"--config.data.data_dir={data_dir}"]
+           for index, (case, (overrides, _)) in enumerate(sorted(CASES.items()))}
+  (folder / "cases.json").write_text(json.dumps(argvs))
+  (folder / "driver.py").write_text(CASES_DRIVER)
+  result = subprocess.run([sys.executable, str(folder / "driver.py"), str(folder / "cases.json"),
+                           str(folder / "results.json")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "PYTHONPATH": ROOT})
+  assert result.returncode == 0, result.stderr[-3000:]
+  results = json.loads((folder / "results.json").read_text())
+  return {case: (*results[case], folder / str(index))
+          for index, case in enumerate(sorted(CASES))}
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_config_fails_with_one_line(case, tmp_path, data_dir):
-  overrides, expected = CASES[case]
-  workdir = tmp_path / "run"
-  result = run_main("--config=configs/simclr.py:digits", f"--workdir={workdir}", *overrides,
-                    data_dir=data_dir)
-  assert result.returncode == 2, result.stderr
-  assert "Traceback" not in result.stderr
-  errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-  assert len(errors) == 1 and expected in errors[0], result.stderr
+def test_bad_config_fails_with_one_line(case, bad_config_results):
+  _, expected = CASES[case]
+  code, stderr, workdir = bad_config_results[case]
+  assert code == 2, stderr
+  assert "Traceback" not in stderr
+  errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and expected in errors[0], stderr
   assert not (workdir / "config.json").exists() and not (workdir / "checkpoints").exists()
+
+
+def test_a_bad_config_value_through_the_command_line(tmp_path, data_dir):
+  """The entry point as a user runs it (the table above shares one process)."""
+  workdir = tmp_path / "run"
+  result = run_main("--config=configs/simclr.py:digits", f"--workdir={workdir}",
+                    "--config.optimizer.lr=-1.0", data_dir=data_dir)
+  assert result.returncode == 2 and "Traceback" not in result.stderr
+  assert "error: config.optimizer.lr must be a number > 0, got -1.0" in result.stderr
+  assert not workdir.exists() or not os.listdir(workdir)
 
 
 def test_missing_config_file(tmp_path, data_dir):
