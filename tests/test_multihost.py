@@ -1,8 +1,11 @@
 """Two processes on this machine, joined by jax.distributed, run the same command as one host.
 
 Each process has 2 fake CPU devices and reads its own half of the data (tfds.even_splits); the
-step's collectives span both (Gloo), so both processes must report the same global loss, and
-the checkpoint, metrics and evaluation report are written once.
+mesh is data:2 x fsdp:2, so every parameter and optimizer leaf is split across the processes
+and the step's collectives span both (Gloo). Both processes must report the same global loss,
+equal to that of the same two processes with data parallelism (each process reads its own
+half of the data, so one process would see other batches), and the checkpoint (written by
+both, each its shards), metrics and evaluation report are written once.
 """
 import json
 import os
@@ -20,21 +23,24 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
+TRAINING = [sys.executable, "-m", "ssl_jax.main", "--config=configs/simclr.py:digits",
+            "--config.encoder.widths=(8,16)", "--config.projector.hidden_dim=32",
+            "--config.batch_size=32", "--config.total_steps=4", "--config.log_every_steps=2",
+            "--config.checkpoint_every_steps=2", "--config.mesh=data:2,fsdp:2",
+            "--config.fsdp_min_size=0"]
+
+
 def test_two_process_run_trains_checkpoints_and_evaluates(tmp_path):
   workdir, data_dir = tmp_path / "run", tmp_path / "tensorflow_datasets"
   port = free_port()
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2 "
              "--xla_backend_optimization_level=0")
   processes = [subprocess.Popen(
-      [sys.executable, "-m", "ssl_jax.main", "--config=configs/simclr.py:digits",
-       f"--workdir={workdir}", "--config.encoder.widths=(8,16)",
-       "--config.projector.hidden_dim=32", "--config.batch_size=32", "--config.total_steps=4",
-       "--config.log_every_steps=2", "--config.checkpoint_every_steps=2",
+      [*TRAINING, f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
        "--config.evals.probes.labels_per_class=(0,)", "--config.evals.probes.seeds=1",
        "--config.evals.plots.enabled=False", "--config.evals.finetune.fractions=(0.1,)", "--config.evals.finetune.epochs=(30,)",
        "--config.evals.finetune.sources=('ssl',)", "--config.evals.finetune.min_steps=2",
-       "--config.evals.finetune.batch_size=16",
-       f"--config.data.data_dir={data_dir}", f"--coordinator_address=127.0.0.1:{port}",
+       "--config.evals.finetune.batch_size=16", f"--coordinator_address=127.0.0.1:{port}",
        "--num_processes=2", f"--process_id={i}"],
       cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True) for i in range(2)]
   logs = [p.communicate(timeout=400)[1] for p in processes]
@@ -42,6 +48,18 @@ def test_two_process_run_trains_checkpoints_and_evaluates(tmp_path):
     assert process.returncode == 0, log[-3000:]
   losses = [re.findall(r"step 4/4 \| loss (\S+)", log) for log in logs]
   assert losses[0] and losses[0] == losses[1]
+  # The same two processes with data parallelism (the state whole on every device) take the
+  # same steps on the same batches: FSDP changes where the state lives, not the numbers.
+  port = free_port()
+  replicated = [subprocess.Popen(
+      [*TRAINING, f"--workdir={tmp_path / 'data_parallel'}", f"--config.data.data_dir={data_dir}",
+       "--config.mesh=data:4", "--config.evaluate_at_end=False",
+       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+      cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  replicated_logs = [p.communicate(timeout=400)[1] for p in replicated]
+  assert replicated[0].returncode == 0, replicated_logs[0][-3000:]
+  replicated_loss = re.findall(r"step 4/4 \| loss (\S+)", replicated_logs[0])
+  assert abs(float(replicated_loss[0]) - float(losses[0][0])) <= 2e-4
   assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
   rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
   assert [r["step"] for r in rows] == [2, 4]  # process 0 alone writes metrics
