@@ -61,6 +61,7 @@ class MAEDecoder(nn.Module):
   num_heads: int = 16
   mlp_dim: int = 2048
   dtype: Any = "float32"
+  remat: bool = False  # recompute each block in the backward pass (`vit.Encoder.remat`)
 
   @nn.compact
   def __call__(self, latent: jax.Array, restore_indices: jax.Array, patch_dim: int,
@@ -80,7 +81,8 @@ class MAEDecoder(nn.Module):
     positions = vit.sincos_2d_posemb(math.isqrt(num_patches), self.width)
     x = jnp.concatenate([x[:, :1], patches + positions[None].astype(dtype)], axis=1)
     for index in range(self.depth):
-      x = vit.Block(self.num_heads, self.mlp_dim, 0.0, 0.0, dtype, name=f"block{index}")(
+      x = vit.block_class(self.remat)(self.num_heads, self.mlp_dim, 0.0, 0.0, dtype,
+                                      name=f"block{index}")(
           x, not train)
     x = nn.LayerNorm(epsilon=1e-6, dtype=dtype, name="norm")(x)
     x = nn.Dense(patch_dim, dtype=dtype, kernel_init=_XAVIER, name="predict")(x)

@@ -58,6 +58,9 @@ class Encoder(nn.Module):
   cifar_stem: bool = False
   width: int = 64
   dtype: Any = "float32"
+  # Recompute each residual block in the backward pass (`nn.remat`, Chen et al. 2016): the
+  # same numbers, activation memory of one block plus the blocks' inputs.
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -65,6 +68,8 @@ class Encoder(nn.Module):
       raise ValueError(f"ResNet depth must be one of {sorted(_STAGES)}, got {self.depth}")
     block_kind, stage_sizes = _STAGES[self.depth]
     block = BasicBlock if block_kind == "basic" else BottleneckBlock
+    name = block.__name__  # the same parameter names with or without remat
+    block = nn.remat(block) if self.remat else block
     dtype = jnp.dtype(self.dtype)
     conv = functools.partial(nn.Conv, use_bias=False, dtype=dtype,
                              kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"))
@@ -78,8 +83,10 @@ class Encoder(nn.Module):
       x = conv(self.width, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], name="stem_conv")(x)
       x = nn.relu(norm(name="stem_bn")(x))
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+    count = 0
     for stage, num_blocks in enumerate(stage_sizes):
       for index in range(num_blocks):
         strides = 2 if stage > 0 and index == 0 else 1
-        x = block(self.width * 2**stage, strides, conv, norm)(x)
+        x = block(self.width * 2**stage, strides, conv, norm, name=f"{name}_{count}")(x)
+        count += 1
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)

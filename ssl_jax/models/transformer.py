@@ -198,12 +198,16 @@ class _TextTransformer(nn.Module):
     size: a preset of `_SIZES` ("tiny", "bert_base", "bert_large", "gpt2", "gpt2_medium").
     dropout: rate on embeddings, attention probabilities and residual branches (training only).
     dtype: computation dtype, "float32" or "bfloat16"; parameters stay float32.
+    remat: recompute each block's activations in the backward pass instead of keeping them
+      (`nn.remat`, Chen et al. 2016): the same numbers, activation memory of one block plus
+      the blocks' inputs, about one more forward pass of compute.
     width, depth, num_heads, mlp_dim, max_length: overrides of the preset (None keeps it).
   """
   vocab_size: int
   size: str = "tiny"
   dropout: float = 0.1
   dtype: Any = "float32"
+  remat: bool = False
   width: Optional[int] = None
   depth: Optional[int] = None
   num_heads: Optional[int] = None
@@ -219,7 +223,8 @@ class _TextTransformer(nn.Module):
     self.embed = _Embeddings(self.vocab_size, width, self._max_length, self._dtype,
                              name="embeddings")
     self.embed_dropout = nn.Dropout(self.dropout)
-    self.blocks = [Block(num_heads, mlp_dim, self.dropout, pre_norm, epsilon, approximate_gelu,
+    block = nn.remat(Block, static_argnums=(3,)) if self.remat else Block  # deterministic
+    self.blocks = [block(num_heads, mlp_dim, self.dropout, pre_norm, epsilon, approximate_gelu,
                          self._dtype, name=f"block_{i}") for i in range(depth)]
     return width
 

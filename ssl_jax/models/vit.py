@@ -139,6 +139,11 @@ class Block(nn.Module):
     return x + DropPath(self.drop_path)(y, deterministic)
 
 
+def block_class(remat: bool) -> type[nn.Module]:
+  """`Block`, or `Block` recomputed in the backward pass (`deterministic` is static)."""
+  return nn.remat(Block, static_argnums=(2,)) if remat else Block
+
+
 class Encoder(nn.Module):
   """ViT-{Ti,S,B,L}/`patch_size` trunk returning pooled features [batch, width].
 
@@ -154,6 +159,9 @@ class Encoder(nn.Module):
     drop_path: stochastic-depth rate of the last block; block i of depth uses
       drop_path * i / (depth - 1), as in DINO (training only).
     dtype: computation dtype, e.g. "float32" or "bfloat16"; parameters stay float32.
+    remat: recompute each block's activations in the backward pass instead of keeping them
+      (`nn.remat`, Chen et al. 2016): the same numbers, activation memory of one block plus
+      the blocks' inputs, about one more forward pass of compute.
     width, depth, num_heads, mlp_dim: overrides of the `size` preset (None keeps it).
   """
   size: str = "small"
@@ -164,6 +172,7 @@ class Encoder(nn.Module):
   dropout: float = 0.0
   drop_path: float = 0.0
   dtype: Any = "float32"
+  remat: bool = False
   width: Optional[int] = None
   depth: Optional[int] = None
   num_heads: Optional[int] = None
@@ -195,7 +204,8 @@ class Encoder(nn.Module):
       self.pos_embed = self.param("pos_embed", _EMBED_INIT, (1, 1 + self._grid**2, width))
     self.pos_drop = nn.Dropout(self.dropout)
     rates = np.linspace(0.0, self.drop_path, depth)  # DINO: torch.linspace(0, rate, depth)
-    self.blocks = [Block(num_heads, mlp_dim, self.dropout, float(rate), self._dtype)
+    block = block_class(self.remat)
+    self.blocks = [block(num_heads, mlp_dim, self.dropout, float(rate), self._dtype)
                    for rate in rates]
     self.norm = nn.LayerNorm(epsilon=1e-6, dtype=self._dtype)
 
