@@ -81,28 +81,44 @@ CASES = {
 }
 
 
-# All CASES run in one process (python, TensorFlow and jax take about 8 s to import): a driver
-# parses each case's flags with the entry point's own parser and calls its `main`, catching the
-# exit, with stderr captured; any other exception ends the driver with a traceback.
-CASES_DRIVER = """
-import contextlib, io, json, sys
+# Each table runs in one process per entry point (python, TensorFlow and jax take about 8 s to
+# import): a driver runs the entry point as `python -m` would (`runpy`, as __main__, with the
+# case's argv), once per case, catching the exit, with stderr captured; any other exception ends
+# the driver with a traceback, which fails the table.
+DRIVER = """
+import contextlib, io, json, runpy, sys
 from absl import flags
-from ssl_jax import main
-cases, output, results = sys.argv[1], sys.argv[2], {}
-for name, argv in json.load(open(cases)).items():
+name, cases, output, results = sys.argv[1], sys.argv[2], sys.argv[3], {}
+for case, argv in json.load(open(cases)).items():
+  # The flags the previous case's entry point (registered under argv[0]) and config defined.
+  defined = [flag.name for flag in flags.FLAGS.flags_by_module_dict().get(name, [])]
+  for flag in {*defined, *(flag for flag in flags.FLAGS if flag.startswith("config."))}:
+    if flag in flags.FLAGS:
+      delattr(flags.FLAGS, flag)
   flags.FLAGS.unparse_flags()
-  for flag in [name for name in flags.FLAGS if name.startswith("config.")]:
-    delattr(flags.FLAGS, flag)  # the previous case's override flags
-  sys.argv = ["ssl_jax.main", *argv]  # config_flags finds the overrides to define in sys.argv
+  sys.argv = [name, *argv]
   stderr, code = io.StringIO(), 0
   with contextlib.redirect_stderr(stderr):
     try:
-      main.main(main.parse_flags(sys.argv))
+      runpy.run_module(name, run_name="__main__", alter_sys=True)
     except SystemExit as e:
       code = e.code
-  results[name] = [code, stderr.getvalue()]
+  results[case] = [code, stderr.getvalue()]
 json.dump(results, open(output, "w"))
 """
+
+
+def run_cases(folder, module: str, argvs: dict[str, list[str]]) -> dict[str, list]:
+  """{case: [exit code, stderr]} of each argv through `module`'s parser and main."""
+  (folder / f"{module}_cases.json").write_text(json.dumps(argvs))
+  (folder / "driver.py").write_text(DRIVER)
+  result = subprocess.run([sys.executable, str(folder / "driver.py"), module,
+                           str(folder / f"{module}_cases.json"),
+                           str(folder / f"{module}_results.json")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+  assert result.returncode == 0, result.stderr[-3000:]
+  return json.loads((folder / f"{module}_results.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -112,13 +128,7 @@ def bad_config_results(tmp_path_factory, data_dir):
   argvs = {case: ["--config=configs/simclr.py:digits", f"--workdir={folder / str(index)}",
                   *overrides, f"--config.data.data_dir={data_dir}"]
            for index, (case, (overrides, _)) in enumerate(sorted(CASES.items()))}
-  (folder / "cases.json").write_text(json.dumps(argvs))
-  (folder / "driver.py").write_text(CASES_DRIVER)
-  result = subprocess.run([sys.executable, str(folder / "driver.py"), str(folder / "cases.json"),
-                           str(folder / "results.json")], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "PYTHONPATH": ROOT})
-  assert result.returncode == 0, result.stderr[-3000:]
-  results = json.loads((folder / "results.json").read_text())
+  results = run_cases(folder, "ssl_jax.main", argvs)
   return {case: (*results[case], folder / str(index))
           for index, case in enumerate(sorted(CASES))}
 
@@ -212,20 +222,35 @@ RUN_CASES = {
 }
 
 
+@pytest.fixture(scope="module")
+def run_reader_results(tmp_path_factory):
+  """{case: (exit code, stderr, case folder, its listing before)} of every RUN_CASES entry,
+  one process per entry point; each case has its own folder holding its saved run."""
+  base = tmp_path_factory.mktemp("run_readers")
+  argvs, folders = {}, {}
+  for index, (case, (module, run_config, args, _)) in enumerate(sorted(RUN_CASES.items())):
+    folder = folders[case] = base / str(index)
+    folder.mkdir()
+    workdir = [f"--workdir={_saved_run(folder, *run_config)}"] if run_config else []
+    argvs.setdefault(module, {})[case] = [*workdir, *args]
+  before = {case: sorted(os.listdir(folder)) for case, folder in folders.items()}
+  results = {}
+  for module, cases in argvs.items():
+    results.update(run_cases(base, f"ssl_jax.{module}", cases))
+  return {case: (*results[case], folders[case], before[case]) for case in RUN_CASES}
+
+
 @pytest.mark.parametrize("case", sorted(RUN_CASES))
-def test_bad_input_to_the_run_readers_fails_with_one_line(case, tmp_path):
-  module, run_config, args, expected = RUN_CASES[case]
-  workdir = [f"--workdir={_saved_run(tmp_path, *run_config)}"] if run_config else []
-  before = sorted(os.listdir(tmp_path))
-  result = subprocess.run([sys.executable, "-m", f"ssl_jax.{module}", *workdir, *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=180)
-  assert result.returncode == 2, result.stderr
-  assert "Traceback" not in result.stderr
-  errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-  assert len(errors) == 1 and expected in errors[0], result.stderr
-  assert sorted(os.listdir(tmp_path)) == before  # nothing written beside the run
+def test_bad_input_to_the_run_readers_fails_with_one_line(case, run_reader_results):
+  _, run_config, _, expected = RUN_CASES[case]
+  code, stderr, folder, before = run_reader_results[case]
+  assert code == 2, stderr
+  assert "Traceback" not in stderr
+  errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and expected in errors[0], stderr
+  assert sorted(os.listdir(folder)) == before  # nothing written beside the run
   if run_config:
-    assert sorted(os.listdir(tmp_path / run_config[0])) == ["config.json"]
+    assert sorted(os.listdir(folder / run_config[0])) == ["config.json"]
 
 
 def test_evaluate_without_a_run(tmp_path):
