@@ -1,7 +1,9 @@
 """Test session setup: 8 fake CPU devices that compile fast (before jax is imported), quiet
 TensorFlow."""
 import os
+import shutil
 import sys
+import tempfile
 
 # Most of the suite's time is XLA compiling tiny programs: LLVM's optimisation level 0 compiles
 # them about a fifth faster (measured on the language/CPC and probe tests) and changes no
@@ -14,3 +16,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: an end-to-end run (deselect with -m 'not slow')")
+  # One persistent XLA compilation cache for the session: the xdist workers and every
+  # subprocess a test starts (they inherit the environment) load a program another already
+  # compiled (the tiny digits step recurs in many tests) instead of compiling it again. Set
+  # before any test module imports jax; removed when the session ends.
+  if not hasattr(config, "workerinput") and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    config.xla_cache_dir = tempfile.mkdtemp(prefix="ssl_jax_tests_xla_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = config.xla_cache_dir
+
+
+def pytest_unconfigure(config):
+  folder = getattr(config, "xla_cache_dir", None)
+  if folder:
+    os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+    shutil.rmtree(folder, ignore_errors=True)
