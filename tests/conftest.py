@@ -23,10 +23,16 @@ def pytest_configure(config):
   if not hasattr(config, "workerinput") and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     config.xla_cache_dir = tempfile.mkdtemp(prefix="ssl_jax_tests_xla_cache_")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = config.xla_cache_dir
+    # Every program, not only those over jax's default 1 s of compiling: most here take less.
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+      os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+      config.xla_cache_min_time_set = True
 
 
 def pytest_unconfigure(config):
   folder = getattr(config, "xla_cache_dir", None)
   if folder:
     os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+    if getattr(config, "xla_cache_min_time_set", False):
+      os.environ.pop("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", None)
     shutil.rmtree(folder, ignore_errors=True)
