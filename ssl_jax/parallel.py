@@ -24,6 +24,7 @@ from jax.experimental import mesh_utils
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ssl_jax.config_lib import check_number
 from ssl_jax.errors import UserError
 
 DATA_AXIS = "data"
@@ -70,8 +71,10 @@ def make_mesh(axes: str | int = -1) -> Mesh:
   return Mesh(grid, tuple(name for name, _ in named))
 
 
-def check_rules(rules: Sequence[Any]) -> None:
-  """`config.sharding_rules`: (regex, rule) pairs with a rule in RULES."""
+def check_rules(rules: Sequence[Any], min_size: Any) -> None:
+  """`config.sharding_rules`: (regex, rule) pairs with a rule in RULES; `config.fsdp_min_size`:
+  an integer >= 0."""
+  check_number("config.fsdp_min_size", min_size, minimum=0, integer=True)
   for entry in rules:
     ok = isinstance(entry, (tuple, list)) and len(entry) == 2 and entry[1] in RULES
     if ok:
@@ -141,7 +144,3 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, ja
   return {key: jax.make_array_from_process_local_data(sharding, value)
           for key, value in local_batch.items()}
 
-
-def tree_shardings(tree: Any, sharding: NamedSharding) -> Any:
-  """The same sharding for every leaf of `tree` (works on abstract ShapeDtypeStruct trees)."""
-  return jax.tree.map(lambda _: sharding, tree)

@@ -52,7 +52,7 @@ class Trainer:
     self.tx = optimizers.build(config.optimizer, self.schedule)
     self.probe_tx = optax.adam(config.online_probe.lr)
     replicated = parallel.replicated(mesh)
-    parallel.check_rules(config.sharding_rules)
+    parallel.check_rules(config.sharding_rules, config.fsdp_min_size)
     self.abstract_state = jax.eval_shape(self._init_state, jax.random.PRNGKey(0))
     self.state_shardings = parallel.state_shardings(
         self.abstract_state, mesh, config.sharding_rules, config.fsdp_min_size)

@@ -69,6 +69,11 @@ CASES = {
                                     "config.simclr.temperature must be a number > 0"),
     "projector size of 0": (["--config.projector.output_dim=0"],
                             "config.projector.output_dim must be an integer >= 1"),
+    # Devices.
+    "unknown mesh axis": (["--config.mesh=model:8"],
+                          "config.mesh must be axes data and fsdp as 'name:size,...'"),
+    "mesh larger than the machine": (["--config.mesh=data:2,fsdp:8"],
+                                     "config.mesh 'data:2,fsdp:8' needs 16 devices; there are 8"),
     # Optimizer values.
     "negative learning rate": (["--config.optimizer.lr=-1.0"],
                                "config.optimizer.lr must be a number > 0, got -1.0"),

@@ -66,7 +66,9 @@ def test_rules_place_each_leaf_by_its_path_first_match_wins():
       "params/model/encoder/kernel"
   for bad in [(("encoder", "tensor"),), (("(", "fsdp"),), ("encoder",)]:
     with pytest.raises(UserError, match="config.sharding_rules must be"):
-      parallel.check_rules(bad)
+      parallel.check_rules(bad, 0)
+  with pytest.raises(UserError, match="config.fsdp_min_size must be an integer >= 0"):
+    parallel.check_rules(((".*", "fsdp"),), -1)
 
 
 def sharded_run(config, batches, input_shape, initial=None):

@@ -80,10 +80,9 @@ class MAEDecoder(nn.Module):
     patches = jnp.take_along_axis(shuffled, restore_indices[..., None], axis=1)
     positions = vit.sincos_2d_posemb(math.isqrt(num_patches), self.width)
     x = jnp.concatenate([x[:, :1], patches + positions[None].astype(dtype)], axis=1)
+    block = vit.block_class(self.remat)
     for index in range(self.depth):
-      x = vit.block_class(self.remat)(self.num_heads, self.mlp_dim, 0.0, 0.0, dtype,
-                                      name=f"block{index}")(
-          x, not train)
+      x = block(self.num_heads, self.mlp_dim, 0.0, 0.0, dtype, name=f"block{index}")(x, not train)
     x = nn.LayerNorm(epsilon=1e-6, dtype=dtype, name="norm")(x)
     x = nn.Dense(patch_dim, dtype=dtype, kernel_init=_XAVIER, name="predict")(x)
     return x[:, 1:].astype(jnp.float32)
