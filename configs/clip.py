@@ -39,8 +39,7 @@ def _embedded_setup(c: ml_collections.ConfigDict, variant: str) -> None:
                                                min_frequency=2, train_texts=1_000_000))
   c.encoder = ml_collections.ConfigDict(dict(name="convnet", widths=(32, 64, 128)))
   c.transformer = ml_collections.ConfigDict(dict(
-      size="tiny", width=64, depth=2, num_heads=2, mlp_dim=256, max_length=24, dropout=0.0,
-      dtype="float32", remat=False))
+      size="tiny", width=64, depth=2, num_heads=2, mlp_dim=256, max_length=24, dropout=0.0))
   c.clip.embed_dim = 64
   c.batch_size = 256
   c.total_steps = 1000
@@ -60,11 +59,11 @@ def _coco_setup(c: ml_collections.ConfigDict) -> None:
   coco_captions(c)
   c.tokenizer = ml_collections.ConfigDict(dict(vocab_size=16_000, lowercase=True,
                                                min_frequency=2, train_texts=200_000))
-  c.encoder = ml_collections.ConfigDict(dict(name="resnet", remat=False, depth=50,
-                                             dtype="bfloat16"))
+  c.encoder = ml_collections.ConfigDict(dict(name="resnet", depth=50))
   c.transformer = ml_collections.ConfigDict(dict(
       size="gpt2", width=512, depth=12, num_heads=8, mlp_dim=2048, max_length=77,
-      dropout=0.0, dtype="bfloat16", remat=False))
+      dropout=0.0))
+  c.precision = "bfloat16"
   c.clip.embed_dim = 1024
   c.batch_size = 1024
   c.total_epochs = 30
@@ -96,8 +95,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg.runlocal:
     apply_runlocal(c)
     c.tokenizer.update(vocab_size=300, train_texts=2000)
-    c.transformer.update(size="tiny", width=32, depth=1, num_heads=2, mlp_dim=64,
-                         dtype="float32")
+    c.transformer.update(size="tiny", width=32, depth=1, num_heads=2, mlp_dim=64)
     c.encoder = ml_collections.ConfigDict(dict(name="convnet", widths=(8, 16)))
     c.clip.embed_dim = 16
   c.lock()

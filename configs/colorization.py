@@ -90,7 +90,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.colorizer = ml_collections.ConfigDict(dict(
         widths=(64, 128, 256, 512, 512, 512, 512), convs_per_stage=(2, 2, 3, 3, 3, 3, 3),
         strides=(1, 2, 2, 2, 1, 1, 1), dilations=(1, 1, 1, 1, 2, 2, 1),
-        decoder_widths=(256,), decoder_convs=3, dtype="bfloat16"))
+        decoder_widths=(256,), decoder_convs=3))
+    c.precision = "bfloat16"
     c.batch_size = 40
     c.total_epochs, c.total_steps = None, 500_000
     c.checkpoint_every_steps = 10_000

@@ -51,6 +51,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = "data:-1"
   c.sharding_rules = ((".*", "fsdp"),)
   c.fsdp_min_size = 2**14
+  # Every network computes in `precision` ("float32" or "bfloat16"; parameters, optimizer
+  # state, losses and the probes stay float32) and, with remat="blocks", recomputes its
+  # blocks' activations in the backward pass ("none" keeps them): `ssl_jax/models/policy.py`.
+  c.precision = "float32"
+  c.remat = "none"
+  # Gradient accumulation: the global batch in this many microbatches, one update per step.
+  c.grad_accum_steps = 1
 
   c.optimizer = ml_collections.ConfigDict(dict(
       name="lars", lr=0.3, lr_scaling="linear", weight_decay=1e-6, momentum=0.9,
@@ -136,10 +143,11 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def apply_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """`,runlocal=True`: a tiny smoke run (4 steps, batch 16, one seed, a short fine-tune on
-  10% of the labels unless the variant has fine-tuning off) of any variant."""
+  """`,runlocal=True`: a tiny smoke run (4 steps, batch 16, float32, one seed, a short
+  fine-tune on 10% of the labels unless the variant has fine-tuning off) of any variant."""
   c.batch_size = 16
   c.total_steps, c.total_epochs = 4, None
+  c.precision = "float32"  # a CPU smoke run; --config.precision=bfloat16 tries the other
   c.log_every_steps = c.checkpoint_every_steps = 2
   c.optimizer.warmup_steps, c.optimizer.warmup_epochs = 1, None
   c.evals.probes.labels_per_class, c.evals.probes.seeds = (1, 0), 1

@@ -74,7 +74,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.batch_size = 1024
     c.total_epochs = 800
     c.encoder = ml_collections.ConfigDict(dict(
-        name="vit", remat=False, size="small", patch_size=16, image_size=224, drop_path=0.1))
+        name="vit", size="small", patch_size=16, image_size=224, drop_path=0.1))
     c.head.norm_last_layer = False
     c.dino.update(teacher_temperature_warmup_epochs=30, freeze_last_layer_epochs=1)
     c.optimizer.update(name="adamw", lr=0.0005, lr_scaling="linear", weight_decay=0.04,

@@ -60,7 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.method = "mae"
   c.mae = ml_collections.ConfigDict(dict(mask_ratio=0.75, norm_pix_loss=True, norm_pix_eps=1e-6))
   c.decoder = ml_collections.ConfigDict(dict(
-      width=512, depth=8, num_heads=16, mlp_dim=2048, dtype="float32", remat=False))
+      width=512, depth=8, num_heads=16, mlp_dim=2048))
   setup_variant(c, arg.variant, "mae")
   c.data.num_views = 1
   c.optimizer.update(name="adamw", lr=1.5e-4, lr_scaling="linear", b1=0.9, b2=0.95,
@@ -68,7 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   if arg.variant == "digits":
     c.encoder = ml_collections.ConfigDict(dict(
-        name="vit", remat=False, size="tiny", width=128, depth=4, num_heads=4, mlp_dim=512,
+        name="vit", size="tiny", width=128, depth=4, num_heads=4, mlp_dim=512,
         patch_size=2, image_size=8, posemb="sincos2d", pool="mean"))
     c.decoder.update(width=64, depth=2, num_heads=4, mlp_dim=256)
     c.mae.norm_pix_loss = False
@@ -77,7 +77,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                        noise_std=0.0)
   elif arg.variant == "cifar10":
     c.encoder = ml_collections.ConfigDict(dict(
-        name="vit", remat=False, size="small", patch_size=4, image_size=32, posemb="sincos2d",
+        name="vit", size="small", patch_size=4, image_size=32, posemb="sincos2d",
         pool="cls"))
     c.optimizer.lr = 2e-4
     c.augment = augmentations.augment_config(mean=augmentations.CIFAR_MEAN,
@@ -85,9 +85,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif arg.variant == "imagenet2012":
     c.total_epochs = 1600
     c.encoder = ml_collections.ConfigDict(dict(
-        name="vit", remat=False, size="base", patch_size=16, image_size=224, posemb="sincos2d",
-        pool="cls", dtype="bfloat16"))
-    c.decoder.dtype = "bfloat16"
+        name="vit", size="base", patch_size=16, image_size=224, posemb="sincos2d",
+        pool="cls"))
+    c.precision = "bfloat16"
     c.optimizer.warmup_epochs = 40
     c.data.crop_scale = (0.2, 1.0)
     c.augment = augmentations.augment_config(mean=augmentations.IMAGENET_MEAN,

@@ -2,7 +2,8 @@ r"""Per-device memory of a training step before it is queued: compiled ahead of 
 fake CPU devices, with no data and no training (no TensorFlow needed).
 
     python experiments/plan.py --config=configs/mae.py:imagenet2012 --devices=64 \
-        --mesh=data:8,fsdp:8 --set encoder.size=large
+        --mesh=data:8,fsdp:8 --set encoder.size=large [--precision=bfloat16] [--remat=blocks] \
+        [--grad_accum_steps=4]
 
 Builds the real `ssl_jax.train.Trainer` for the config on a mesh of `--devices` fake CPU
 devices (`--mesh`, as `config.mesh`), lowers its jitted step on abstract arrays (the state's
@@ -38,13 +39,19 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--devices", type=int, default=8, help="fake CPU devices to plan for")
   parser.add_argument("--mesh", default=None, help="config.mesh, e.g. data:8,fsdp:8")
   parser.add_argument("--batch_size", type=int, default=None, help="global batch override")
+  parser.add_argument("--precision", default=None, help="config.precision: float32, bfloat16")
+  parser.add_argument("--remat", default=None, help="config.remat: none, blocks")
+  parser.add_argument("--grad_accum_steps", type=int, default=None,
+                      help="config.grad_accum_steps: microbatches per step")
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="a config override (dotted key, Python literal or string); repeatable")
   return parser.parse_args(argv)
 
 
 def apply_overrides(config, overrides: list[str], mesh: str | None,
-                    batch_size: int | None) -> None:
+                    batch_size: int | None, **policy) -> None:
+  """`--set KEY=VALUE` items, then the named flags (`policy`: precision, remat,
+  grad_accum_steps; None leaves the config's)."""
   config.unlock()
   for item in overrides:
     key, _, text = item.partition("=")
@@ -61,6 +68,9 @@ def apply_overrides(config, overrides: list[str], mesh: str | None,
     config.mesh = mesh
   if batch_size:
     config.batch_size = batch_size
+  for key, value in policy.items():
+    if value is not None:
+      config[key] = value
 
 
 def state_bytes_per_device(abstract_state) -> dict[str, int]:
@@ -86,7 +96,8 @@ def plan(args: argparse.Namespace) -> dict:
   from ssl_jax import config_lib, methods, modalities, parallel, train
 
   config = load_config(args.config)
-  apply_overrides(config, args.set, args.mesh, args.batch_size)
+  apply_overrides(config, args.set, args.mesh, args.batch_size, precision=args.precision,
+                  remat=args.remat, grad_accum_steps=args.grad_accum_steps)
   mesh = parallel.make_mesh(config.mesh)
   config_lib.check_batch_size(config.batch_size, mesh.size, 1)
   length = config_lib.TrainingLength(steps_per_epoch=1000, total_steps=100_000,
@@ -111,6 +122,8 @@ def plan(args: argparse.Namespace) -> dict:
       "config": args.config, "overrides": args.set, "devices": mesh.size,
       "mesh": dict(zip(mesh.axis_names, (int(n) for n in mesh.devices.shape))),
       "batch_size": config.batch_size, "input_shape": list(shape),
+      "precision": config.precision, "remat": config.remat,
+      "grad_accum_steps": config.grad_accum_steps,
       "parameters": int(sum(np.prod(leaf.shape) for leaf in
                             jax.tree.leaves(trainer.abstract_state["params"]))),
       "per_device_bytes": {
@@ -118,7 +131,10 @@ def plan(args: argparse.Namespace) -> dict:
           "arguments": memory.argument_size_in_bytes, "outputs": memory.output_size_in_bytes,
           "aliased": memory.alias_size_in_bytes, "temporaries": memory.temp_size_in_bytes,
           "state": state_total, "peak": peak},
-      "gflops_per_step_per_device": round(float(cost.get("flops", 0.0)) / 1e9, 1) if cost else None,
+      # XLA's cost analysis counts a loop's body once: with microbatches (a scan) the step's
+      # FLOPs would show as one microbatch's, so they are not reported.
+      "gflops_per_step_per_device": (round(float(cost.get("flops", 0.0)) / 1e9, 1)
+                                     if cost and config.grad_accum_steps == 1 else None),
       "state_fits": {name: bool(state_total <= capacity)
                      for name, capacity in ACCELERATORS.items()},
       "peak_fits": {name: bool(peak <= capacity) for name, capacity in ACCELERATORS.items()},

@@ -50,10 +50,11 @@ class MomentumTarget:
   def init(self, online_params: Any, online_batch_stats: Any) -> dict[str, Any]:
     return {"params": online_params, "batch_stats": online_batch_stats}
 
-  def apply(self, state: dict[str, Any], *args) -> tuple[Any, dict[str, Any]]:
-    """(stop_gradient(output), state with the updated BatchNorm statistics)."""
+  def apply(self, state: dict[str, Any], *args, **kwargs) -> tuple[Any, dict[str, Any]]:
+    """(stop_gradient(output), state with the updated BatchNorm statistics); `kwargs` go to
+    the network's `apply` (`method=` runs a part of it)."""
     out, batch_stats = apply_in_train_mode(self.network, state["params"], state["batch_stats"],
-                                           *args)
+                                           *args, **kwargs)
     return jax.lax.stop_gradient(out), {"params": state["params"], "batch_stats": batch_stats}
 
   def update(self, state: dict[str, Any], online_params: Any, step: jax.Array

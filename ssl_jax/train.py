@@ -19,7 +19,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from ssl_jax import checkpoint as checkpoint_lib
+from ssl_jax import accumulation, checkpoint as checkpoint_lib
 from ssl_jax import config_lib, losses, methods, metrics as metrics_lib, modalities, optimizers
 from ssl_jax import parallel, run_lock
 from ssl_jax.errors import TrainingDivergedError
@@ -54,6 +54,11 @@ class Trainer:
     replicated = parallel.replicated(mesh)
     parallel.check_rules(config.sharding_rules, config.fsdp_min_size)
     self.abstract_state = jax.eval_shape(self._init_state, jax.random.PRNGKey(0))
+    self.accumulation_steps = config.get("grad_accum_steps", 1)
+    accumulation.check_batch(config.batch_size, self.accumulation_steps, mesh.size)
+    self.accumulation = accumulation.choose_mode(
+        self.accumulation_steps, config.method, method, self.abstract_state["extra"],
+        self._embedding_batch_stats)
     self.state_shardings = parallel.state_shardings(
         self.abstract_state, mesh, config.sharding_rules, config.fsdp_min_size)
     self.abstract_state = jax.tree.map(
@@ -79,26 +84,49 @@ class Trainer:
     return {"step": jnp.zeros((), jnp.int32), "params": params, "extra": extra,
             "opt_state": opt_state, "rng": state_rng}
 
+  def _embedding_batch_stats(self):
+    """The shapes of the BatchNorm statistics the method's `embedding_loss.embed` updates."""
+    batch = self.modality.example_batch(self.config, self.input_shape)
+    state = self.abstract_state
+    return jax.eval_shape(self.method.embedding_loss.embed, state["params"]["model"],
+                          state["extra"], batch, jax.random.PRNGKey(0))[1]
+
+  def _model_gradients(self, params, extra, batch, rng, step):
+    """(gradient, loss, StepOutput) of the method's loss on the whole batch, taken in
+    `config.grad_accum_steps` microbatches when that is above 1 (`ssl_jax.accumulation`)."""
+    if self.accumulation == accumulation.FULL_BATCH:
+      (loss, output), grads = jax.value_and_grad(self.method.loss, has_aux=True)(
+          params, extra, batch, rng, step)
+      return grads, loss, output
+    if self.accumulation == accumulation.PER_EXAMPLE:
+      return accumulation.per_example_gradients(
+          lambda p, e, b, r: self.method.loss(p, e, b, r, step), params, extra, batch, rng,
+          self.accumulation_steps, self.mesh)
+    return accumulation.embedding_cache_gradients(
+        self.method.embedding_loss, params, extra, batch, rng, step, self.accumulation_steps,
+        self.mesh)
+
   def _train_step(self, state: State, batch: dict[str, jax.Array]):
     step = state["step"]
     rng = jax.random.fold_in(state["rng"], step)
-    augment_rng, loss_rng = jax.random.split(rng)
+    augment_rng, loss_rng, example_rng = jax.random.split(rng, 3)
     batch = self.modality.device_preprocess(augment_rng, batch, self.config)
+    # One key per example for the method's per-example draws (`methods.example_keys`), drawn
+    # for the global batch so that microbatching does not change them.
+    size = jax.tree.leaves(batch)[0].shape[0]
+    batch = {**batch, "example_key": jax.random.split(example_rng, size)}
 
-    def objective(params):
-      loss, output = self.method.loss(params["model"], state["extra"], batch, loss_rng, step)
-      probe_metrics = {}
-      total = loss
-      if "probe" in params:
-        features = jax.lax.stop_gradient(output.features)
-        logits = features @ params["probe"]["kernel"] + params["probe"]["bias"]
+    model_grads, loss, output = self._model_gradients(state["params"]["model"], state["extra"],
+                                                      batch, loss_rng, step)
+    grads, probe_metrics = {"model": model_grads}, {}
+    if "probe" in state["params"]:
+      def probe_objective(probe):
+        logits = jax.lax.stop_gradient(output.features) @ probe["kernel"] + probe["bias"]
         probe_loss = jnp.mean(losses.softmax_cross_entropy(logits, batch["label"]))
-        total = loss + probe_loss
-        probe_metrics = {"probe_loss": probe_loss,
-                         "probe_accuracy": losses.top1_accuracy(logits, batch["label"])}
-      return total, (loss, output, probe_metrics)
-
-    grads, (loss, output, probe_metrics) = jax.grad(objective, has_aux=True)(state["params"])
+        return probe_loss, {"probe_loss": probe_loss,
+                            "probe_accuracy": losses.top1_accuracy(logits, batch["label"])}
+      grads["probe"], probe_metrics = jax.grad(probe_objective, has_aux=True)(
+          state["params"]["probe"])
     params, opt_state = {}, {}
     updates, opt_state["model"] = self.tx.update(
         grads["model"], state["opt_state"]["model"], state["params"]["model"])

@@ -74,6 +74,12 @@ CASES = {
                           "config.mesh must be axes data and fsdp as 'name:size,...'"),
     "mesh larger than the machine": (["--config.mesh=data:2,fsdp:8"],
                                      "config.mesh 'data:2,fsdp:8' needs 16 devices; there are 8"),
+    "unknown precision": (["--config.precision=float16"],
+                          "config.precision must be one of float32, bfloat16"),
+    "accumulating a contrastive loss": (
+        ["--config.grad_accum_steps=2"],
+        "config.grad_accum_steps=2 is refused for simclr: the other images of the batch are its "
+        "negatives"),
     # Optimizer values.
     "negative learning rate": (["--config.optimizer.lr=-1.0"],
                                "config.optimizer.lr must be a number > 0, got -1.0"),

@@ -92,7 +92,8 @@ def test_masking_selects_15_percent_of_real_words_and_replaces_them_80_10_10():
   tokens = rng.integers(0, VOCAB, size=(1024, 320)).astype(np.int32)
   attention_mask = (rng.random(tokens.shape) < 0.8).astype(np.int32)
   corrupted, selected = jax.jit(mlm.mask_tokens, static_argnums=(3, 4, 5, 6))(
-      jax.random.PRNGKey(1), tokens, attention_mask, VOCAB, 0.15, 0.8, 0.1)
+      jax.random.split(jax.random.PRNGKey(1), len(tokens)), tokens, attention_mask, VOCAB, 0.15,
+      0.8, 0.1)
   corrupted, selected = np.asarray(corrupted), np.asarray(selected)
   candidates = (tokens >= NUM_SPECIAL) & (attention_mask == 1)
   assert candidates.sum() >= 200_000
@@ -127,14 +128,15 @@ def test_masked_token_losses_match_numpy():
 
 
 def test_mlm_loss_metrics_and_test_metrics_match_numpy():
-  """The loss's masking is `mask_tokens` under the first half of its rng; with dropout 0 the
-  logits of the corrupted text are those of the network in eval mode."""
+  """The loss's masking is `mask_tokens` under the first half of its rng split over the rows;
+  with dropout 0 the logits of the corrupted text are those of the network in eval mode."""
   config = text_config("mlm", **{"mlm.nsp_weight": 0.5, "mlm.select_rate": 0.3})
   batch = text_batch(1)
   method, params, extra = initialised(mlm, config, batch)
   rng = jax.random.PRNGKey(3)
   value, output = method.loss(params, extra, batch, rng, 0)
-  corrupted, selected = mlm.mask_tokens(jax.random.split(rng)[0], batch["tokens"],
+  row_keys = jax.random.split(jax.random.split(rng)[0], BATCH)
+  corrupted, selected = mlm.mask_tokens(row_keys, batch["tokens"],
                                         batch["attention_mask"], VOCAB, 0.3, 0.8, 0.1)
   assert np.asarray(selected).sum() > 0
   out, nsp_logits = mlm.network(config).apply(

@@ -57,7 +57,7 @@ def test_random_masking_keeps_round_fraction_of_distinct_patches(num_patches, ra
   expected = int(round((1 - ratio) * num_patches))  # 4, 49, 26, 5
   assert mae.num_visible_patches(num_patches, ratio) == expected
   keep, restore, mask = jax.device_get(
-      mae.random_masking(jax.random.PRNGKey(1), 6, num_patches, expected))
+      mae.random_masking(jax.random.split(jax.random.PRNGKey(1), 6), num_patches, expected))
   assert keep.shape == (6, expected) and restore.shape == mask.shape == (6, num_patches)
   for row in range(6):
     assert len(set(keep[row])) == expected  # distinct
@@ -67,7 +67,8 @@ def test_random_masking_keeps_round_fraction_of_distinct_patches(num_patches, ra
     np.testing.assert_array_equal(visible, np.sort(keep[row]))
   assert mask.sum(axis=1).tolist() == [num_patches - expected] * 6
   assert len({tuple(np.sort(k)) for k in keep}) > 1  # each example has its own mask
-  other, _, _ = mae.random_masking(jax.random.PRNGKey(2), 6, num_patches, expected)
+  other_keys = jax.random.split(jax.random.PRNGKey(2), 6)
+  other, _, _ = mae.random_masking(other_keys, num_patches, expected)
   assert not np.array_equal(np.asarray(other), keep)  # the mask follows the rng
 
 
@@ -115,7 +116,7 @@ def test_method_loss_is_the_masked_mse_of_the_network_output(digits_model):
   rng = jax.random.PRNGKey(5)
   value, output = jax.jit(method.loss)(params, extra, {"views": images[:, None]}, rng, 0)
   mask_rng, _ = jax.random.split(rng)
-  keep, restore, mask = mae.random_masking(mask_rng, 8, 16, 4)
+  keep, restore, mask = mae.random_masking(jax.random.split(mask_rng, 8), 16, 4)
   latent, predicted = apply({"params": params}, images, keep, restore)
   reference = masked_patch_mse_reference(predicted, patchify(images, 2), mask,
                                          config.mae.norm_pix_loss)
@@ -126,7 +127,7 @@ def test_method_loss_is_the_masked_mse_of_the_network_output(digits_model):
 
 def test_the_encoder_sees_only_the_visible_patches(digits_model):
   _, _, apply, params, _, images = digits_model
-  keep, restore, mask = mae.random_masking(jax.random.PRNGKey(3), 8, 16, 4)
+  keep, restore, mask = mae.random_masking(jax.random.split(jax.random.PRNGKey(3), 8), 16, 4)
   variables = {"params": params}
   latent, predicted = apply(variables, images, keep, restore)
   assert latent.shape == (8, 1 + 4, TINY_VIT["width"]) and predicted.shape == (8, 16, 4)
@@ -163,7 +164,7 @@ def test_reconstruction_pictures_with_normalised_pixels(digits_model):
   grid = jax.jit(method.pictures)(params, extra, twelve, rng)["reconstructions"]
   grid = np.asarray(grid)
   assert grid.shape == (8, 3, 8, 8, 1)
-  keep, restore, mask = jax.device_get(mae.random_masking(rng, 8, 16, 4))
+  keep, restore, mask = jax.device_get(mae.random_masking(jax.random.split(rng, 8), 16, 4))
   _, predicted = apply({"params": params}, images, keep, restore)
   patches = np.asarray(patchify(images, 2), np.float64)
   scale = np.sqrt(patches.var(axis=-1, ddof=1, keepdims=True) + 1e-6)

@@ -54,7 +54,7 @@ def cifar10_setup(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.total_epochs = 1000
   c.log_every_steps = 100
   c.checkpoint_every_steps = 2000
-  c.encoder = ml_collections.ConfigDict(dict(name="resnet", remat=False, depth=18,
+  c.encoder = ml_collections.ConfigDict(dict(name="resnet", depth=18,
                                              cifar_stem=True))
   c.optimizer.update(warmup_epochs=10)
   c.data.update(image_size=32, crop="random_resized", crop_scale=(0.08, 1.0), flip=True)
@@ -74,8 +74,8 @@ def imagenet2012_setup(c: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   c.total_epochs = 1000
   c.log_every_steps = 100
   c.checkpoint_every_steps = 1000
-  c.encoder = ml_collections.ConfigDict(dict(name="resnet", remat=False, depth=50,
-                                             dtype="bfloat16"))
+  c.encoder = ml_collections.ConfigDict(dict(name="resnet", depth=50))
+  c.precision = "bfloat16"
   c.optimizer.update(name="lars", lr_scaling="linear", warmup_epochs=10)
   c.data.update(image_size=224, crop="random_resized", crop_scale=(0.08, 1.0), flip=True,
                 eval_crop="center", eval_resize=256)

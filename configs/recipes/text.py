@@ -48,7 +48,7 @@ def text_setup(c: ml_collections.ConfigDict, variant: str, method: str, model_si
                                                  min_frequency=2, train_texts=1_000_000))
     c.transformer = ml_collections.ConfigDict(dict(
         size="tiny", width=128, depth=2, num_heads=2, mlp_dim=512, max_length=64,
-        dropout=0.0, dtype="float32", remat=False))
+        dropout=0.0))
     c.batch_size = 64
     c.total_steps = 2000
     c.log_every_steps = 100
@@ -62,7 +62,8 @@ def text_setup(c: ml_collections.ConfigDict, variant: str, method: str, model_si
                                                min_frequency=2, train_texts=200_000))
   c.transformer = ml_collections.ConfigDict(dict(
       size=model_size, width=None, depth=None, num_heads=None, mlp_dim=None, max_length=None,
-      dropout=0.1, dtype="bfloat16", remat=False))
+      dropout=0.1))
+  c.precision = "bfloat16"
   c.batch_size = 256
   c.total_steps = 1_000_000
   c.log_every_steps = 100
@@ -81,6 +82,6 @@ def apply_text_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   apply_runlocal(c)
   c.tokenizer.update(vocab_size=500, train_texts=2000)
   c.transformer.update(size="tiny", width=32, depth=1, num_heads=2, mlp_dim=64,
-                       max_length=c.data.max_length, dtype="float32")
+                       max_length=c.data.max_length)
   c.evals.plots.enabled = False
   return c

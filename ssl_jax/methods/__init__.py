@@ -35,6 +35,13 @@ functions, so neither ever branches on a method's name:
       zero-shot classification (class names turned into prompts, with a "text" embedding)
       and cross-modal retrieval (on a modality that pairs two kinds of input).
 
+Gradient accumulation (`config.grad_accum_steps`, `ssl_jax.accumulation`) reads two more
+fields: `coupling` ("" for a loss that is a mean of per-example terms, else what ties the
+examples of a batch together) and `embedding_loss` (the same loss split at per-example
+embeddings, for exact accumulation of a coupled loss). A method that draws randomness per
+example (masks, noise) takes it from `example_keys(rng, batch)`, so that an example's draws do
+not depend on the microbatch it lands in.
+
 The trainer and the evaluators find a method's inputs through the run's modality
 (`ssl_jax.modalities`): a method never reads the modality's name either.
 """
@@ -50,7 +57,7 @@ from ssl_jax import losses
 from ssl_jax.config_lib import check_choice, check_number  # pylint: disable=unused-import  (for methods)
 from ssl_jax.components import import_component
 from ssl_jax.errors import UserError
-from ssl_jax.models import apply_in_eval_mode, apply_in_train_mode, init_variables
+from ssl_jax.models import apply_in_eval_mode, apply_in_train_mode, init_variables, policy
 from ssl_jax.models.decoder import Decoder
 from ssl_jax.models.heads import MLPHead
 
@@ -63,10 +70,48 @@ class StepOutput(NamedTuple):
 
   `features` is the representation of the first view in this step, computed in the same
   forward pass; the trainer fits its online linear probe on `stop_gradient(features)`.
+  `weight` is the number of terms the loss averages when that varies from batch to batch (a
+  language model's predicted tokens): gradient accumulation weights each microbatch's loss
+  by it, so that their combination is the whole batch's mean. None: every example counts the
+  same.
   """
   extra: Any
   metrics: dict[str, jax.Array]
   features: jax.Array
+  weight: jax.Array | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddingLoss:
+  """A loss that ties a batch's examples together only through per-example embeddings, split
+  there so that its exact gradient can be accumulated over microbatches (gradient caching:
+  Gao et al. 2021, "Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup",
+  Sec. 3.2, Alg. 1).
+
+  embed(params, extra, batch, rng) -> (embeddings, batch_stats)
+      a pytree of [b, ...] arrays, each row computed from its own example of `batch` alone,
+      and the BatchNorm statistics this pass updates ({} when its networks have none; with
+      BatchNorm the rows are not per example and accumulation is refused).
+  loss(params, extra, embeddings, batch_stats, step) -> (loss, StepOutput)
+      the rest, on the embeddings of the whole batch: the heads (BatchNorm allowed here), the
+      negatives, the batch statistics.
+  The method's `Method.loss` is their composition (`composed_loss`), so that a run without
+  accumulation computes exactly the same function.
+  """
+  embed: Callable[..., tuple[Any, Any]]
+  loss: Callable[..., tuple[jax.Array, StepOutput]]
+
+
+def composed_loss(embedding_loss: EmbeddingLoss) -> Callable[..., tuple[jax.Array, StepOutput]]:
+  """`Method.loss` of a method whose loss is `embedding_loss`."""
+  def loss(params, extra, batch, rng, step):
+    embeddings, batch_stats = embedding_loss.embed(params, extra, batch, rng)
+    return embedding_loss.loss(params, extra, embeddings, batch_stats, step)
+  return loss
+
+
+# What a method's `coupling` says when it does not say otherwise.
+COUPLED = "its loss couples the examples of a batch"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +123,22 @@ class Method:
   pictures: Callable[..., dict[str, jax.Array]] | None = None
   test_metrics: Callable[..., dict[str, tuple[jax.Array, jax.Array]]] | None = None
   embed: Mapping[str, Callable[..., jax.Array]] | None = None
+  # "" when the loss is a mean (weighted by `StepOutput.weight`) of per-example terms, so that
+  # microbatch gradients add up to the batch's exactly (given BatchNorm-free networks and
+  # per-example randomness); otherwise what couples the examples, for the one line that
+  # refuses accumulation when there is no `embedding_loss`.
+  coupling: str = COUPLED
+  embedding_loss: EmbeddingLoss | None = None
+
+
+def example_keys(rng: jax.Array, batch: dict[str, jax.Array]) -> jax.Array:
+  """One PRNG key per example of `batch`: the trainer's `batch["example_key"]` (drawn for the
+  whole global batch before it is cut into microbatches, so an example draws the same masks
+  whichever microbatch it is in), else `rng` split over the batch (evaluation batches)."""
+  if "example_key" in batch:
+    return batch["example_key"]
+  size = jax.tree.leaves(batch)[0].shape[0]
+  return jax.random.split(rng, size)
 
 
 def merge_views(views: jax.Array) -> jax.Array:
@@ -146,12 +207,13 @@ def check_image_decoder(config) -> None:
                integer=True)
 
 
-def shared_network_method(network: Any, objective: Callable[..., tuple[jax.Array, dict]]
-                          ) -> Method:
+def shared_network_method(network: Any, objective: Callable[..., tuple[jax.Array, dict]],
+                          coupling: str = COUPLED) -> Method:
   """A `Method` for objectives whose two views go through one network (SimCLR, Barlow Twins,
   VICReg): `network` (a `ProjectedEncoder`) sees both views as one batch (`merge_views`),
   `objective(z1, z2) -> (loss, metrics)` scores the two views' projections, and the
-  representation is the encoder output h. `extra` holds only BatchNorm statistics.
+  representation is the encoder output h. `extra` holds only BatchNorm statistics;
+  `coupling` says how the objective ties the batch's examples (`Method.coupling`).
   """
 
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
@@ -169,7 +231,7 @@ def shared_network_method(network: Any, objective: Callable[..., tuple[jax.Array
     h, _ = apply_in_eval_mode(network, params, extra["batch_stats"], images)
     return h
 
-  return Method(init=init, loss=loss, represent=represent)
+  return Method(init=init, loss=loss, represent=represent, coupling=coupling)
 
 
 def corrupted_reconstruction_method(
@@ -211,7 +273,8 @@ def corrupted_reconstruction_method(
       output = jnp.where(mask, output, images)
     return {picture_name: jnp.stack([images, corrupted, output], axis=1)}
 
-  return Method(init=init, loss=loss, represent=represent, pictures=pictures)
+  return Method(init=init, loss=loss, represent=represent, pictures=pictures,
+                coupling="its decoder normalises by the batch's statistics (BatchNorm)")
 
 
 def find(config):
@@ -220,5 +283,8 @@ def find(config):
 
 
 def build(config, length) -> Method:
-  """Builds the method `config.method` for a run of `length` (a `TrainingLength`)."""
-  return find(config).build(config, length)
+  """Builds the method `config.method` for a run of `length` (a `TrainingLength`); its
+  networks follow the run's `config.precision` and `config.remat` (`models.policy`)."""
+  module = find(config)
+  with policy.applied(config):
+    return module.build(config, length)

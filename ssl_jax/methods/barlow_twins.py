@@ -34,4 +34,5 @@ def build(config, length) -> Method:
     return settings.scale * value, metrics
 
   network = ProjectedEncoder(build_encoder(config.encoder), MLPHead(**config.projector))
-  return shared_network_method(network, objective)
+  return shared_network_method(
+      network, objective, coupling="its cross-correlation matrix is a statistic of the batch")

@@ -72,4 +72,5 @@ def build(config, length) -> Method:
     h, _ = apply_in_eval_mode(online, params["online"], extra["batch_stats"]["online"], images)
     return h
 
-  return Method(init=init, loss=loss, represent=represent, update_extra=update_extra)
+  return Method(init=init, loss=loss, represent=represent, update_extra=update_extra,
+                coupling="its projector and predictor normalise by the batch's statistics")

@@ -74,7 +74,7 @@ def build(config, length) -> Method:
     value = losses.masked_cross_entropy(logits, targets, weights)
     metrics = {"next_token_accuracy": losses.masked_accuracy(logits, targets, weights)}
     features = pool(output.hidden, batch["attention_mask"], pooling)
-    return value, StepOutput(extra, metrics, features)
+    return value, StepOutput(extra, metrics, features, weight=jnp.sum(weights))
 
   def represent(params, extra, inputs):
     del extra
@@ -87,4 +87,7 @@ def build(config, length) -> Method:
     nll, correct, count = losses.masked_token_sums(output.logits[:, :-1], targets, weights)
     return {"nll": (nll, count), "next_token_accuracy": (correct, count)}
 
-  return Method(init=init, loss=loss, represent=represent, test_metrics=test_metrics)
+  # A mean over the predicted tokens of every row: microbatches accumulate exactly, weighted
+  # by their token counts.
+  return Method(init=init, loss=loss, represent=represent, test_metrics=test_metrics,
+                coupling="")

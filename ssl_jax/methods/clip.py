@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax import losses
-from ssl_jax.methods import Method, StepOutput, check_num_views, check_number
+from ssl_jax.methods import (EmbeddingLoss, Method, StepOutput, check_num_views, check_number,
+                             composed_loss)
 from ssl_jax.models import (apply_in_eval_mode, apply_in_train_mode, build_encoder, clip,
                             init_variables, transformer)
 
@@ -50,17 +51,28 @@ def build(config, length) -> Method:
                                          batch["attention_mask"])
     return params, {"batch_stats": batch_stats}
 
-  def loss(params, extra, batch, rng, step):
-    del step
-    (features, image_embeddings, text_embeddings, log_scale), batch_stats = (
+  def embed_pairs(params, extra, batch, rng):
+    """Each pair's image features and both embeddings (the per-example part of the loss)."""
+    (features, image_embeddings, text_embeddings, _), batch_stats = (
         apply_in_train_mode(model, params, extra["batch_stats"], batch["views"][:, 0],
                             batch["tokens"], batch["attention_mask"], rng=rng))
-    value, logits = losses.clip_info_nce(image_embeddings, text_embeddings, log_scale)
+    return {"features": features, "image": image_embeddings,
+            "text": text_embeddings}, batch_stats
+
+  def contrast(params, extra, embeddings, batch_stats, step):
+    """The symmetric InfoNCE of the whole batch's pairs (every other pair a negative)."""
+    del extra, step
+    log_scale = params["log_logit_scale"]
+    value, logits = losses.clip_info_nce(embeddings["image"], embeddings["text"], log_scale)
     pairs = jnp.arange(logits.shape[0])
     metrics = {"image_to_text_accuracy": losses.top1_accuracy(logits, pairs),
                "text_to_image_accuracy": losses.top1_accuracy(logits.T, pairs),
                "temperature": 1.0 / losses.clip_logit_scale(log_scale)}
-    return value, StepOutput({"batch_stats": batch_stats}, metrics, features)
+    return value, StepOutput({"batch_stats": batch_stats}, metrics, embeddings["features"])
+
+  # The negatives couple the batch only through the embeddings: with BatchNorm-free towers,
+  # gradient accumulation is exact through gradient caching (`ssl_jax.accumulation`).
+  contrastive = EmbeddingLoss(embed=embed_pairs, loss=contrast)
 
   def represent(params, extra, images):
     features, _ = apply_in_eval_mode(model, params, extra["batch_stats"], images,
@@ -77,5 +89,7 @@ def build(config, length) -> Method:
                                     text["attention_mask"], method=clip.CLIP.encode_text)
     return losses.l2_normalize(embeddings)
 
-  return Method(init=init, loss=loss, represent=represent,
-                embed={"image": embed_images, "text": embed_texts})
+  return Method(init=init, loss=composed_loss(contrastive), represent=represent,
+                embed={"image": embed_images, "text": embed_texts},
+                coupling="every other pair of the batch is a negative",
+                embedding_loss=contrastive)

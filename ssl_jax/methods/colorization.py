@@ -158,7 +158,8 @@ def build(config, length) -> Method:
                jnp.clip(images * std + mean, 0.0, 1.0)]
     return {"colorization": (jnp.stack(columns, axis=1) - mean) / std}
 
-  return Method(init=init, loss=loss, represent=represent, pictures=pictures)
+  return Method(init=init, loss=loss, represent=represent, pictures=pictures,
+                coupling="its colour prior and BatchNorm are statistics of the batch")
 
 
 def rebalanced_cross_entropy(logits: jax.Array, indices: jax.Array, weights: jax.Array,

@@ -24,7 +24,8 @@ import jax.numpy as jnp
 
 from ssl_jax import losses
 from ssl_jax.errors import UserError
-from ssl_jax.methods import Method, StepOutput, check_choice, check_number, check_sizes
+from ssl_jax.methods import (EmbeddingLoss, Method, StepOutput, check_choice, check_number,
+                             check_sizes, composed_loss)
 from ssl_jax.methods.causal_lm import pool
 from ssl_jax.models import predictive_coding
 
@@ -62,23 +63,40 @@ def build(config, length) -> Method:
     valid = jnp.arange(z.shape[1])[None, :] < steps[:, None]
     return z, context, predictions, valid
 
-  def objective(params, inputs):
-    z, context, predictions, valid = forward(params, inputs)
+  def scores(predictions, z, valid):
     if predictions.shape[0] >= z.shape[1]:
       raise UserError(f"config.cpc.prediction_steps ({predictions.shape[0]}) must be below "
                       f"the {z.shape[1]} encoded steps of a window")
     value, accuracies = losses.cpc_info_nce(predictions, z, valid)
     metrics = {"cpc_accuracy": jnp.mean(accuracies),
                **{f"cpc_accuracy_k{k + 1}": a for k, a in enumerate(accuracies)}}
+    return value, metrics
+
+  def objective(params, inputs):
+    z, context, predictions, valid = forward(params, inputs)
+    value, metrics = scores(predictions, z, valid)
     return value, metrics, pool(context, valid, pooling)
+
+  def encode_sequences(params, extra, batch, rng):
+    """Each sequence's z, predictions W_k c_t and recorded steps (the per-example part)."""
+    del extra, rng  # Deterministic: no corruption, no dropout.
+    z, context, predictions, valid = forward(params, batch)
+    return {"z": z, "predictions": jnp.moveaxis(predictions, 0, 1), "valid": valid,
+            "features": pool(context, valid, pooling)}, {}
+
+  def contrast(params, extra, embeddings, batch_stats, step):
+    """InfoNCE with the other sequences of the whole batch as negatives."""
+    del params, batch_stats, step
+    value, metrics = scores(jnp.moveaxis(embeddings["predictions"], 1, 0), embeddings["z"],
+                            embeddings["valid"])
+    return value, StepOutput(extra, metrics, embeddings["features"])
+
+  # The negatives meet the queries only as encodings: exact gradient accumulation by gradient
+  # caching (`ssl_jax.accumulation`).
+  contrastive = EmbeddingLoss(embed=encode_sequences, loss=contrast)
 
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
     return model.init(rng, batch["signal"])["params"], {}
-
-  def loss(params, extra, batch, rng, step):
-    del rng, step
-    value, metrics, features = objective(params, batch)
-    return value, StepOutput(extra, metrics, features)
 
   def represent(params, extra, inputs):
     del extra
@@ -93,4 +111,6 @@ def build(config, length) -> Method:
     return {"cpc_loss": (value * count, count),
             **{name: (accuracy * count, count) for name, accuracy in metrics.items()}}
 
-  return Method(init=init, loss=loss, represent=represent, test_metrics=test_metrics)
+  return Method(init=init, loss=composed_loss(contrastive), represent=represent,
+                test_metrics=test_metrics, embedding_loss=contrastive,
+                coupling="the other sequences of the batch are the negatives")

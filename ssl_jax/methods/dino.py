@@ -141,4 +141,5 @@ def build(config, length) -> Method:
     h, _ = apply_in_eval_mode(network, params, batch_stats, images)
     return h
 
-  return Method(init=init, loss=loss, represent=represent, update_extra=update_extra)
+  return Method(init=init, loss=loss, represent=represent, update_extra=update_extra,
+                coupling="the teacher's centre is a mean over the batch")

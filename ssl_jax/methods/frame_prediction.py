@@ -159,5 +159,6 @@ def build(config, length) -> Method:
     rows = jnp.stack([frames, predicted], axis=1)  # [n, 2, T, H, W, C]
     return {"predicted_frames": rows.reshape((-1,) + rows.shape[2:])}
 
+  # A mean over clips (every clip scores as many frames): microbatches accumulate exactly.
   return Method(init=init, loss=loss, represent=represent, pictures=pictures,
-                test_metrics=test_metrics)
+                test_metrics=test_metrics, coupling="")

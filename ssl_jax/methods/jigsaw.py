@@ -225,4 +225,5 @@ def build(config, length) -> Method:
     return apply_in_eval_mode(encoder, params["encoder"], extra["batch_stats"]["encoder"],
                               to_region(images))
 
-  return Method(init=init, loss=loss, represent=represent)
+  return Method(init=init, loss=loss, represent=represent,
+                coupling="its context-free head normalises by the batch's statistics (BatchNorm)")

@@ -2,8 +2,8 @@
 Learners").
 
 Each image is cut into N patches and a random subset of them is masked per example (Sec. 3,
-"Masking" and "Simple implementation"): uniform noise from the step's rng is sorted (argsort)
-and the first K = round((1 - mask_ratio) * N) patches of that shuffle stay visible. The ViT
+"Masking" and "Simple implementation"): uniform noise from the image's own key is sorted
+(argsort) and the first K = round((1 - mask_ratio) * N) patches of that shuffle stay visible. The ViT
 encoder sees only the K visible patches plus its CLS token; a light decoder gets the encoded
 visible tokens, one learned mask token per masked patch and fixed sin-cos positions, and
 predicts the pixels of every patch (`models.masked_autoencoder`). The loss is the mean
@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from ssl_jax import losses
 from ssl_jax.errors import UserError
 from ssl_jax.methods import (Method, StepOutput, check_choice, check_num_views, check_number,
-                             check_options)
+                             check_options, example_keys)
 from ssl_jax.models import build_encoder, vit
 from ssl_jax.models.masked_autoencoder import MAEDecoder, MaskedAutoencoder, patchify, unpatchify
 
@@ -47,15 +47,17 @@ def num_visible_patches(num_patches: int, mask_ratio: float) -> int:
   return int(round((1.0 - mask_ratio) * num_patches))
 
 
-def random_masking(rng: jax.Array, batch_size: int, num_patches: int, num_visible: int
+def random_masking(keys: jax.Array, num_patches: int, num_visible: int
                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Per-example random masking by shuffling (He et al. 2021, Sec. 3, "Simple implementation").
 
-  Returns keep_indices [B, K] (the visible patches, in shuffled order), restore_indices [B, N]
-  (where each patch of the image went in the shuffle, to put decoder tokens back in image
-  order) and mask [B, N] float32 (1 = masked, 0 = visible, in image order).
+  `keys` holds one PRNG key per image [B] (`methods.example_keys`): an image's mask depends on
+  its key alone, not on the batch it is in. Returns keep_indices [B, K] (the visible patches,
+  in shuffled order), restore_indices [B, N] (where each patch of the image went in the
+  shuffle, to put decoder tokens back in image order) and mask [B, N] float32 (1 = masked,
+  0 = visible, in image order).
   """
-  noise = jax.random.uniform(rng, (batch_size, num_patches))
+  noise = jax.vmap(lambda key: jax.random.uniform(key, (num_patches,)))(keys)
   shuffle = jnp.argsort(noise, axis=1)
   restore_indices = jnp.argsort(shuffle, axis=1)
   mask = (restore_indices >= num_visible).astype(jnp.float32)
@@ -106,8 +108,8 @@ def build(config, length) -> Method:
   pool = config.encoder.get("pool", "cls")
   model = MaskedAutoencoder(build_encoder(config.encoder), MAEDecoder(**config.decoder))
 
-  def mask_and_predict(params, images, rng, train, dropout_rng=None):
-    keep, restore, mask = random_masking(rng, images.shape[0], num_patches, num_visible)
+  def mask_and_predict(params, images, keys, train, dropout_rng=None):
+    keep, restore, mask = random_masking(keys, num_patches, num_visible)
     rngs = {"dropout": dropout_rng} if dropout_rng is not None else {}
     latent, predicted = model.apply({"params": params}, images, keep, restore, train=train,
                                     rngs=rngs)
@@ -121,7 +123,8 @@ def build(config, length) -> Method:
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
     images = batch["views"][:, 0]
     mask_rng, params_rng = jax.random.split(rng)
-    keep, restore, _ = random_masking(mask_rng, images.shape[0], num_patches, num_visible)
+    keys = jax.random.split(mask_rng, images.shape[0])
+    keep, restore, _ = random_masking(keys, num_patches, num_visible)
     params = model.init(params_rng, images, keep, restore)["params"]
     return params, {}  # No state besides the parameters (a ViT has no BatchNorm).
 
@@ -129,7 +132,8 @@ def build(config, length) -> Method:
     del step
     images = batch["views"][:, 0]
     mask_rng, dropout_rng = jax.random.split(rng)
-    latent, predicted, mask = mask_and_predict(params, images, mask_rng, True, dropout_rng)
+    keys = example_keys(mask_rng, batch)
+    latent, predicted, mask = mask_and_predict(params, images, keys, True, dropout_rng)
     value = losses.masked_patch_mse(predicted, targets(patchify(images, patch_size)), mask)
     return value, StepOutput(extra, {}, vit.pool_tokens(latent, pool))
 
@@ -140,7 +144,8 @@ def build(config, length) -> Method:
   def pictures(params, extra, images, rng):
     del extra
     images = images[:_PICTURE_ROWS]
-    _, predicted, mask = mask_and_predict(params, images, rng, False)
+    keys = jax.random.split(rng, images.shape[0])
+    _, predicted, mask = mask_and_predict(params, images, keys, False)
     patches = patchify(images, patch_size).astype(jnp.float32)
     if settings.norm_pix_loss:
       mean, scale = losses.patch_statistics(patches, settings.norm_pix_eps)
@@ -152,4 +157,6 @@ def build(config, length) -> Method:
                unpatchify(patches * (1.0 - masked) + predicted * masked, patch_size, channels)]
     return {"reconstructions": jnp.stack(columns, axis=1)}
 
-  return Method(init=init, loss=loss, represent=represent, pictures=pictures)
+  # Each image's loss is the mean over its masked patches and every image masks as many, so
+  # the batch's loss is a mean of per-image terms: microbatches accumulate exactly.
+  return Method(init=init, loss=loss, represent=represent, pictures=pictures, coupling="")

@@ -25,8 +25,9 @@ loss's forward pass. `test_metrics` scores held-out text under a masking fixed b
 masked-token accuracy and the summed negative log-likelihood (perplexity) of the selected tokens.
 
 Metrics: mlm_loss, masked_token_accuracy (at the selected positions), selected_fraction (of the
-maskable tokens, ~select_rate), and with NSP nsp_loss and nsp_accuracy. The masking is drawn
-from the first half of the loss's rng and dropout from the second.
+maskable tokens, ~select_rate), and with NSP nsp_loss and nsp_accuracy. The masking of each
+row is drawn from its own key (`methods.example_keys`: the trainer's per-example keys, else
+the first half of the loss's rng split over the rows) and dropout from the second half.
 
 With `max_predictions` set, a row keeps at most that many selections and the MLM head scores
 only those positions (BERT's `max_predictions_per_seq`; see `mask_tokens`).
@@ -45,7 +46,7 @@ import jax.numpy as jnp
 from ssl_jax import losses
 from ssl_jax.data.tokenizer import MASK_ID, SPECIAL_TOKENS
 from ssl_jax.errors import UserError
-from ssl_jax.methods import Method, StepOutput, check_choice, check_number
+from ssl_jax.methods import Method, StepOutput, check_choice, check_number, example_keys
 from ssl_jax.models import transformer
 
 NUM_SPECIAL = len(SPECIAL_TOKENS)  # ids below this are [PAD] [UNK] [CLS] [SEP] [MASK]
@@ -83,7 +84,7 @@ def maskable(tokens: jax.Array, attention_mask: jax.Array) -> jax.Array:
   return (tokens >= NUM_SPECIAL) & (attention_mask > 0)
 
 
-def mask_tokens(rng: jax.Array, tokens: jax.Array, attention_mask: jax.Array, vocab_size: int,
+def mask_tokens(keys: jax.Array, tokens: jax.Array, attention_mask: jax.Array, vocab_size: int,
                 select_rate: float, mask_rate: float, random_rate: float,
                 max_predictions: int | None = None) -> tuple[jax.Array, jax.Array]:
   """BERT's masked-LM corruption (Devlin et al. 2019, Sec. 3.1, Task #1; Appendix C.2).
@@ -95,19 +96,23 @@ def mask_tokens(rng: jax.Array, tokens: jax.Array, attention_mask: jax.Array, vo
   `max_predictions_per_seq`), a row keeps at most that many selections, those with the smallest
   selection draws, so the cap drops a uniformly random subset and no position is favoured.
 
-  Returns (corrupted tokens [B, L] int32, selected [B, L] bool).
+  `keys` holds one PRNG key per row [B] (`methods.example_keys`): a row's corruption depends
+  on its key alone, not on the batch it is in. Returns (corrupted tokens [B, L] int32,
+  selected [B, L] bool).
   """
-  select_rng, action_rng, random_rng = jax.random.split(rng, 3)
-  coin = jax.random.uniform(select_rng, tokens.shape)
+  def row_draws(key):
+    select_key, action_key, random_key = jax.random.split(key, 3)
+    length = tokens.shape[1]
+    return (jax.random.uniform(select_key, (length,)), jax.random.uniform(action_key, (length,)),
+            jax.random.randint(random_key, (length,), NUM_SPECIAL, vocab_size, dtype=tokens.dtype))
+
+  coin, action, random_ids = jax.vmap(row_draws)(keys)
   selected = maskable(tokens, attention_mask) & (coin < select_rate)
   if max_predictions is not None and max_predictions < tokens.shape[1]:
     kept_draws, _ = jax.lax.top_k(jnp.where(selected, -coin, -jnp.inf), max_predictions)
     selected &= coin <= -kept_draws[:, -1:]
-  action = jax.random.uniform(action_rng, tokens.shape)
   to_mask = selected & (action < mask_rate)
   to_random = selected & (action >= mask_rate) & (action < mask_rate + random_rate)
-  random_ids = jax.random.randint(random_rng, tokens.shape, NUM_SPECIAL, vocab_size,
-                                  dtype=tokens.dtype)
   corrupted = jnp.where(to_mask, MASK_ID, jnp.where(to_random, random_ids, tokens))
   return corrupted.astype(tokens.dtype), selected
 
@@ -166,7 +171,7 @@ def build(config, length) -> Method:
   def corrupt(rng, batch):
     """(corrupted tokens, positions to score or None, their weights, their original tokens)."""
     corrupted, selected = mask_tokens(
-        rng, batch["tokens"], batch["attention_mask"], vocab_size, settings.select_rate,
+        example_keys(rng, batch), batch["tokens"], batch["attention_mask"], vocab_size, settings.select_rate,
         settings.mask_rate, settings.random_rate, max_predictions)
     positions, weights = prediction_positions(selected, max_predictions)
     return corrupted, positions, weights, gather_targets(batch["tokens"], positions)
@@ -197,7 +202,7 @@ def build(config, length) -> Method:
       metrics["nsp_accuracy"] = losses.top1_accuracy(nsp_logits, batch["next_sentence"])
       value = value + settings.nsp_weight * nsp_loss
     features = pool(output.hidden, batch["attention_mask"], settings.pooling)
-    return value, StepOutput(extra, metrics, features)
+    return value, StepOutput(extra, metrics, features, weight=jnp.sum(weights))
 
   def represent(params, extra, inputs):
     del extra
@@ -211,4 +216,11 @@ def build(config, length) -> Method:
     nll, correct, count = losses.masked_token_sums(output.logits, targets, weights)
     return {"masked_token_accuracy": (correct, count), "nll": (nll, count)}
 
-  return Method(init=init, loss=loss, represent=represent, test_metrics=test_metrics)
+  # The MLM loss is a mean over the predicted tokens (weighted by their count when
+  # microbatches accumulate); NSP adds a mean over sentence pairs, which one weight per
+  # microbatch cannot combine exactly with it.
+  coupling = ("with mlm.nsp its loss adds a mean over sentence pairs to the mean over "
+              "predicted tokens, which microbatches cannot weight exactly (set mlm.nsp=False)"
+              if settings.nsp else "")
+  return Method(init=init, loss=loss, represent=represent, test_metrics=test_metrics,
+                coupling=coupling)

@@ -19,6 +19,10 @@ In both, the key encoder's momentum follows `ema.cosine_momentum` from base_mome
 final_momentum (equal values give MoCo v2's constant 0.999). The representation is the query
 encoder's output.
 
+MoCo v3's loss is split at the encoders' outputs (`EmbeddingLoss`): the encoders run per
+example, the heads (with their BatchNorm) and the contrast on the whole batch, which makes
+gradient accumulation exact with a BatchNorm-free encoder (`ssl_jax.accumulation`).
+
 Config (`config.moco`): version (2 or 3), temperature, base_momentum, final_momentum,
 queue_size and symmetric (v2); `config.predictor` (v3).
 """
@@ -29,8 +33,9 @@ import jax.numpy as jnp
 
 from ssl_jax import ema, losses
 from ssl_jax.errors import UserError
-from ssl_jax.methods import (Method, StepOutput, check_choice, check_mlp_head, check_num_views,
-                             check_number, merge_views, split_views)
+from ssl_jax.methods import (EmbeddingLoss, Method, StepOutput, check_choice, check_mlp_head,
+                             check_num_views, check_number, composed_loss, merge_views,
+                             split_views)
 from ssl_jax.models import apply_in_eval_mode, apply_in_train_mode, build_encoder, init_variables
 from ssl_jax.models.heads import MLPHead, ProjectedEncoder
 
@@ -42,6 +47,22 @@ def enqueue(queue: jax.Array, pointer: jax.Array, keys: jax.Array) -> tuple[jax.
   size, n = queue.shape[0], keys.shape[0]
   queue = jax.lax.dynamic_update_slice_in_dim(queue, keys.astype(queue.dtype), pointer, axis=0)
   return queue, (pointer + n) % size
+
+
+def _encode(network, images, train):
+  """The encoder part of a `ProjectedEncoder`: h."""
+  return network.encoder(images, train=train)
+
+
+def _project(network, h, train):
+  """The projector part of a `ProjectedEncoder`: z = g(h)."""
+  return network.projector(h, train=train)
+
+
+def _with_part(stats: dict, updated: dict) -> dict:
+  """A `ProjectedEncoder`'s BatchNorm statistics with its encoder's replaced by `updated`
+  (an encoder without BatchNorm has none to replace)."""
+  return {**stats, "encoder": updated} if updated else stats
 
 
 def _check_settings(config) -> None:
@@ -94,7 +115,44 @@ def build(config, length) -> Method:
     extra["batch_stats"] = stats
     return params, extra
 
-  def loss(params, extra, batch, rng, step):
+  def embed_views(params, extra, batch, rng):
+    """MoCo v3's per-example part: the query and key encoders' h of both views of each image,
+    [b, 2, D] (the heads, with their BatchNorm, run on the whole batch in `contrast`)."""
+    images = merge_views(batch["views"])
+    query_stats, target = extra["batch_stats"]["query"], extra["target"]
+    h, query_stats = apply_in_train_mode(query_network, params["query"], query_stats, images,
+                                         rng=rng, method=_encode)
+    h_key, target = key_encoder.apply(target, images, method=_encode)
+    per_example = lambda x: jnp.swapaxes(x.reshape((2, -1) + x.shape[1:]), 0, 1)
+    updated = {"query": query_stats.get("encoder", {}),
+               "target": target["batch_stats"].get("encoder", {})}
+    return {"query": per_example(h), "key": per_example(h_key)}, updated
+
+  def contrast(params, extra, embeddings, encoder_stats, step):
+    """MoCo v3's loss from both encoders' h: projector and predictor on the queries, the key
+    projector, symmetric InfoNCE with the other keys of the whole batch as negatives."""
+    stats = {**extra["batch_stats"],
+             "query": _with_part(extra["batch_stats"]["query"], encoder_stats["query"])}
+    target = {**extra["target"], "batch_stats": _with_part(extra["target"]["batch_stats"],
+                                                          encoder_stats["target"])}
+    h = merge_views(embeddings["query"])
+    q, stats["query"] = apply_in_train_mode(query_network, params["query"], stats["query"], h,
+                                            method=_project)
+    q, stats["predictor"] = apply_in_train_mode(predictor, params["predictor"],
+                                                stats["predictor"], q)
+    k, target = key_encoder.apply(target, merge_views(embeddings["key"]), method=_project)
+    q1, q2 = split_views(q, 2)
+    k1, k2 = split_views(k, 2)
+    t = settings.temperature
+    value = 2 * t * (losses.batch_info_nce(q1, k2, t) + losses.batch_info_nce(q2, k1, t))
+    logits = losses.batch_info_nce_logits(q1, k2, t)
+    metrics = {"momentum": key_encoder.momentum(step),
+               "contrastive_accuracy": losses.top1_accuracy(logits, jnp.arange(logits.shape[0])),
+               "embedding_std": losses.normalized_std(q1)}
+    new_extra = {"target": target, "batch_stats": stats}
+    return value, StepOutput(new_extra, metrics, split_views(h, 2)[0])
+
+  def loss(params, extra, batch, rng, step):  # MoCo v2
     views = batch["views"]
     images = merge_views(views)
     stats = dict(extra["batch_stats"])
@@ -104,32 +162,22 @@ def build(config, length) -> Method:
     k1, k2 = split_views(k, 2)
     new_extra = {"target": target_state}
     metrics = {"momentum": key_encoder.momentum(step)}
-    if version == 3:
-      q, stats["predictor"] = apply_in_train_mode(predictor, params["predictor"],
-                                                  stats["predictor"], q)
-      q1, q2 = split_views(q, 2)
-      t = settings.temperature
-      value = 2 * t * (losses.batch_info_nce(q1, k2, t) + losses.batch_info_nce(q2, k1, t))
-      logits = losses.batch_info_nce_logits(q1, k2, t)
-      metrics["contrastive_accuracy"] = losses.top1_accuracy(
-          logits, jnp.arange(logits.shape[0]))
+    q1, q2 = split_views(q, 2)
+    queue = extra["queue"]
+    t = settings.temperature
+    if settings.symmetric:  # queue[v] holds keys of view v
+      value = 0.5 * (losses.info_nce(q1, k2, queue[1], t) + losses.info_nce(q2, k1, queue[0], t))
+      new_keys = [k1, k2]
     else:
-      q1, q2 = split_views(q, 2)
-      queue = extra["queue"]
-      t = settings.temperature
-      if settings.symmetric:  # queue[v] holds keys of view v
-        value = 0.5 * (losses.info_nce(q1, k2, queue[1], t) + losses.info_nce(q2, k1, queue[0], t))
-        new_keys = [k1, k2]
-      else:
-        value = losses.info_nce(q1, k2, queue[0], t)
-        new_keys = [k2]
-      pointer = extra["queue_pointer"]
-      updated = []
-      for v, keys in enumerate(new_keys):
-        queue_v, new_pointer = enqueue(queue[v], pointer, losses.l2_normalize(keys))
-        updated.append(queue_v)
-      new_extra["queue"] = jnp.stack(updated)
-      new_extra["queue_pointer"] = new_pointer
+      value = losses.info_nce(q1, k2, queue[0], t)
+      new_keys = [k2]
+    pointer = extra["queue_pointer"]
+    updated = []
+    for v, keys in enumerate(new_keys):
+      queue_v, new_pointer = enqueue(queue[v], pointer, losses.l2_normalize(keys))
+      updated.append(queue_v)
+    new_extra["queue"] = jnp.stack(updated)
+    new_extra["queue_pointer"] = new_pointer
     new_extra["batch_stats"] = stats
     metrics["embedding_std"] = losses.normalized_std(split_views(q, 2)[0])
     return value, StepOutput(new_extra, metrics, split_views(h, 2)[0])
@@ -142,4 +190,13 @@ def build(config, length) -> Method:
                               images)
     return h
 
-  return Method(init=init, loss=loss, represent=represent, update_extra=update_extra)
+  if version == 3:
+    # The other keys of the batch are the negatives, and they meet the queries only as
+    # embeddings: exact gradient accumulation by gradient caching (`ssl_jax.accumulation`)
+    # when the encoder has no BatchNorm (a ViT, as in the paper).
+    contrastive = EmbeddingLoss(embed=embed_views, loss=contrast)
+    return Method(init=init, loss=composed_loss(contrastive), represent=represent,
+                  update_extra=update_extra, embedding_loss=contrastive,
+                  coupling="the other keys of the batch are the negatives")
+  return Method(init=init, loss=loss, represent=represent, update_extra=update_extra,
+                coupling="the batch's keys enter the queue of negatives together")

@@ -77,4 +77,6 @@ def build(config, length) -> Method:
     h, _ = apply_in_eval_mode(network, params, extra["batch_stats"], images)
     return h
 
-  return Method(init=init, loss=loss, represent=represent)
+  # A mean over the four rotations of every image: microbatches accumulate exactly when the
+  # network has no BatchNorm (the trainer checks).
+  return Method(init=init, loss=loss, represent=represent, coupling="")

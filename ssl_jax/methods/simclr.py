@@ -31,4 +31,5 @@ def build(config, length) -> Method:
     return losses.nt_xent(z1, z2, temperature), metrics
 
   network = ProjectedEncoder(build_encoder(config.encoder), MLPHead(**config.projector))
-  return shared_network_method(network, objective)
+  return shared_network_method(
+      network, objective, coupling="the other images of the batch are its negatives")

@@ -55,4 +55,5 @@ def build(config, length) -> Method:
     h, _ = apply_in_eval_mode(network, params["network"], extra["batch_stats"]["network"], images)
     return h
 
-  return Method(init=init, loss=loss, represent=represent)
+  return Method(init=init, loss=loss, represent=represent,
+                coupling="its projector and predictor normalise by the batch's statistics")

@@ -132,4 +132,5 @@ def build(config, length) -> Method:
     traversal = traversal.reshape(dims, settings.traversal_steps, *image_shape)
     return {"reconstructions": reconstructions, "samples": samples, "traversal": traversal}
 
-  return Method(init=init, loss=loss, represent=represent, pictures=pictures)
+  return Method(init=init, loss=loss, represent=represent, pictures=pictures,
+                coupling="its decoder normalises by the batch's statistics (BatchNorm)")

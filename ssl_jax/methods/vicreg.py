@@ -36,4 +36,6 @@ def build(config, length) -> Method:
     return value, {**terms, "embedding_std": losses.normalized_std(z1)}
 
   network = ProjectedEncoder(build_encoder(config.encoder), MLPHead(**config.projector))
-  return shared_network_method(network, objective)
+  return shared_network_method(
+      network, objective,
+      coupling="its variance and covariance terms are statistics of the batch")

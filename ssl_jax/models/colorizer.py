@@ -16,6 +16,7 @@ a 4x4 transposed convolution -- XLA's CPU gradient of a transposed convolution i
 slower than a convolution's (34 s against 0.2 s for one 8x8x128 -> 16x16x64 layer at batch
 256), which would make the offline default untrainable.
 """
+import dataclasses
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -23,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax.errors import UserError
+from ssl_jax.models import policy
 
 
 class Colorizer(nn.Module):
@@ -43,7 +45,7 @@ class Colorizer(nn.Module):
   decoder_widths: Sequence[int] = (64,)
   decoder_convs: int = 1
   num_outputs: int = 2
-  dtype: Any = "float32"
+  dtype: Any = dataclasses.field(default_factory=policy.compute_dtype)
 
   def _conv_bn_relu(self, x: jax.Array, width: int, train: bool, strides: int = 1,
                     dilation: int = 1) -> jax.Array:

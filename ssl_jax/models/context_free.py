@@ -6,11 +6,13 @@ features pass through the same fully connected layer (the paper's fc6; VISSL's R
 recipe uses 2048 -> 1000 with BatchNorm and ReLU), the tiles' outputs are concatenated in puzzle
 order, and an MLP (fc7, fc8) classifies which permutation shuffled the tiles.
 """
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ssl_jax.models import policy
 from ssl_jax.models.heads import MLPHead
 
 
@@ -25,7 +27,7 @@ class ContextFreeHead(nn.Module):
   num_classes: int
   hidden_dim: int = 4096
   num_layers: int = 2
-  dtype: Any = "float32"
+  dtype: Any = dataclasses.field(default_factory=policy.compute_dtype)
 
   @nn.compact
   def __call__(self, tile_features, train: bool = False):

@@ -4,17 +4,20 @@ A ResNet's stem and four stages are built for 32px and larger; on 8x8 inputs a p
 VGG-style stack (3x3 conv, BatchNorm, ReLU; stride 2 between stages) trains in seconds on a
 CPU and reaches a useful representation. Output: pooled features [batch, widths[-1]].
 """
+import dataclasses
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from ssl_jax.models import policy
 
 
 class Encoder(nn.Module):
   """`len(widths)` stages of `convs_per_stage` 3x3 convolutions, downsampling between stages."""
   widths: Sequence[int] = (64, 128, 256)
   convs_per_stage: int = 2
-  dtype: Any = "float32"
+  dtype: Any = dataclasses.field(default_factory=policy.compute_dtype)
 
   @nn.compact
   def __call__(self, x, train: bool = False):

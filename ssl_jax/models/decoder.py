@@ -16,6 +16,7 @@ The encoders here (`convnet`, `resnet`) pool their last feature map to a vector,
 methods decode vectors; a feature map [B, h, w, c] of the first resolution is also accepted
 (a 1x1 convolution takes it to `widths[0]` channels), for encoders that keep their spatial map.
 """
+import dataclasses
 import functools
 from typing import Any, Sequence
 
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 
 from ssl_jax.config_lib import check_number
 from ssl_jax.errors import UserError
-from ssl_jax.models import build_encoder
+from ssl_jax.models import build_encoder, policy
 
 
 def first_feature_map_side(image_side: int, widths: Sequence[int],
@@ -46,7 +47,7 @@ class Decoder(nn.Module):
   """Code [B, D] (or a feature map [B, h, w, c]) -> image [B, H, W, C]; see the module doc."""
   widths: Sequence[int] = (128, 64, 32)
   convs_per_stage: int = 1
-  dtype: Any = "float32"
+  dtype: Any = dataclasses.field(default_factory=policy.compute_dtype)
 
   @nn.compact
   def __call__(self, code: jax.Array, image_shape: tuple[int, int, int],

@@ -4,11 +4,14 @@ SimCLR (Chen et al. 2020, Sec. 2.1 and B.9) shows that the contrastive loss work
 on a non-linear projection g(h) than on h itself, and that h (before g) is the better
 representation downstream; the same MLP shape serves as BYOL/SimSiam predictor.
 """
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from ssl_jax.models import policy
 
 
 class MLPHead(nn.Module):
@@ -23,7 +26,7 @@ class MLPHead(nn.Module):
   num_layers: int = 2
   hidden_norm: bool = True
   output_norm: bool = False
-  dtype: Any = "float32"
+  dtype: Any = dataclasses.field(default_factory=policy.compute_dtype)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -65,7 +68,7 @@ class DINOHead(nn.Module):
   num_layers: int = 3
   use_bn: bool = False
   norm_last_layer: bool = True
-  dtype: Any = "float32"
+  dtype: Any = dataclasses.field(default_factory=policy.compute_dtype)
 
   @nn.compact
   def __call__(self, x, train: bool = False):

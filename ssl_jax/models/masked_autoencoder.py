@@ -18,6 +18,7 @@ uniform there too).
 Patches are flattened as (row in patch, column in patch, channel), row-major over the grid,
 which is the order of the ViT's patch embedding and of MAE's `patchify`.
 """
+import dataclasses
 import math
 from typing import Any
 
@@ -25,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ssl_jax.models import vit
+from ssl_jax.models import policy, vit
 
 _XAVIER = nn.initializers.xavier_uniform()
 
@@ -60,8 +61,9 @@ class MAEDecoder(nn.Module):
   depth: int = 8
   num_heads: int = 16
   mlp_dim: int = 2048
-  dtype: Any = "float32"
-  remat: bool = False  # recompute each block in the backward pass (`vit.Encoder.remat`)
+  dtype: Any = dataclasses.field(default_factory=policy.compute_dtype)
+  # Recompute each block in the backward pass (`vit.Encoder.remat`).
+  remat: bool = dataclasses.field(default_factory=policy.remat_blocks)
 
   @nn.compact
   def __call__(self, latent: jax.Array, restore_indices: jax.Array, patch_dim: int,

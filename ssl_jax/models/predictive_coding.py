@@ -7,11 +7,15 @@ paper's encoder need not be causal, but a causal one makes c_t a function of x_{
 which the tests check, and makes padding after a recording's end invisible to its steps).
 A signal of T frames gives T // prod(strides) steps.
 """
+import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from ssl_jax.models import policy
 
 
 class CausalConvEncoder(nn.Module):
@@ -20,13 +24,15 @@ class CausalConvEncoder(nn.Module):
   widths: Sequence[int]
   kernels: Sequence[int]
   strides: Sequence[int]
+  dtype: Any = "float32"
 
   @nn.compact
   def __call__(self, signal: jax.Array) -> jax.Array:
     """signal [B, T, C] -> z [B, T // prod(strides), widths[-1]]."""
-    x = signal
+    x = signal.astype(self.dtype)
     for width, kernel, stride in zip(self.widths, self.kernels, self.strides):
-      x = nn.relu(nn.Conv(width, (kernel,), strides=(stride,), padding=[(kernel - stride, 0)])(x))
+      x = nn.relu(nn.Conv(width, (kernel,), strides=(stride,), padding=[(kernel - stride, 0)],
+                          dtype=self.dtype)(x))
     return x
 
 
@@ -37,15 +43,17 @@ class CPCNetwork(nn.Module):
   strides: Sequence[int]
   context_width: int
   prediction_steps: int
+  dtype: Any = dataclasses.field(default_factory=policy.compute_dtype)  # (`models.policy`)
 
   @nn.compact
   def __call__(self, signal: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """signal [B, T, C] -> (z [B, T', D], c [B, T', H], predictions [K, B, T', D])."""
-    z = CausalConvEncoder(self.widths, self.kernels, self.strides)(signal)
-    context = nn.RNN(nn.GRUCell(self.context_width))(z)
+    """signal [B, T, C] -> (z [B, T', D], c [B, T', H], predictions [K, B, T', D]), float32."""
+    z = CausalConvEncoder(self.widths, self.kernels, self.strides, self.dtype)(signal)
+    context = nn.RNN(nn.GRUCell(self.context_width, dtype=self.dtype))(z)
     width = z.shape[-1]
-    predictions = nn.Dense(self.prediction_steps * width, use_bias=False,
-                           name="predictors")(context)
+    predictions = nn.Dense(self.prediction_steps * width, use_bias=False, dtype=self.dtype,
+                           name="predictors")(context).astype(jnp.float32)
+    z, context = z.astype(jnp.float32), context.astype(jnp.float32)
     predictions = predictions.reshape(context.shape[:2] + (self.prediction_steps, width))
     return z, context, jnp.moveaxis(predictions, 2, 0)
 

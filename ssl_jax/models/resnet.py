@@ -7,11 +7,14 @@ uses (solo-learn, SimCLR appendix B.9), because the ImageNet stem shrinks 32x32 
 before the first block. BatchNorm runs in training mode inside a jit over a sharded batch, so
 its statistics span the global batch (XLA inserts the cross-device reductions).
 """
+import dataclasses
 import functools
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from ssl_jax.models import policy
 
 _STAGES = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
            50: ("bottleneck", (3, 4, 6, 3)), 101: ("bottleneck", (3, 4, 23, 3))}
@@ -57,10 +60,10 @@ class Encoder(nn.Module):
   depth: int = 50
   cifar_stem: bool = False
   width: int = 64
-  dtype: Any = "float32"
+  dtype: Any = dataclasses.field(default_factory=policy.compute_dtype)
   # Recompute each residual block in the backward pass (`nn.remat`, Chen et al. 2016): the
   # same numbers, activation memory of one block plus the blocks' inputs.
-  remat: bool = False
+  remat: bool = dataclasses.field(default_factory=policy.remat_blocks)
 
   @nn.compact
   def __call__(self, x, train: bool = False):

@@ -52,11 +52,14 @@ heads, head_dim] (query/key/value) or [heads, head_dim, width] (out)):
     block_i/attention/out <- h.i.attn.c_proj, block_i/mlp/{fc1,fc2} <- h.i.mlp.{c_fc,c_proj}
     final_norm <- ln_f
 """
+import dataclasses
 from typing import Any, Optional
 
 import flax
 import flax.linen as nn
 import jax.numpy as jnp
+
+from ssl_jax.models import policy
 
 # width, depth, heads, MLP hidden size, positions. BERT: Devlin et al. 2019 section 3; GPT-2:
 # Radford et al. 2019 Table 2 (the 117M/345M models, 124M/355M as counted with embeddings).
@@ -154,7 +157,7 @@ class Block(nn.Module):
   def __call__(self, x, mask, deterministic: bool):
     attention = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads, dtype=self.dtype, kernel_init=_INIT,
-        dropout_rate=self.dropout, name="attention")
+        dropout_rate=self.dropout, force_fp32_for_softmax=True, name="attention")
     mlp = FeedForward(self.mlp_dim, self.approximate_gelu, self.dropout, self.dtype, name="mlp")
     branches = (
         ("attention_norm", lambda y: nn.Dropout(self.dropout)(
@@ -206,8 +209,8 @@ class _TextTransformer(nn.Module):
   vocab_size: int
   size: str = "tiny"
   dropout: float = 0.1
-  dtype: Any = "float32"
-  remat: bool = False
+  dtype: Any = dataclasses.field(default_factory=policy.compute_dtype)
+  remat: bool = dataclasses.field(default_factory=policy.remat_blocks)
   width: Optional[int] = None
   depth: Optional[int] = None
   num_heads: Optional[int] = None

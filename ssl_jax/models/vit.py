@@ -29,12 +29,15 @@ Call them with `encoder.apply(variables, x, train=..., method="tokens")`, or as
 `drop_path` above zero the call needs a "dropout" RNG (`rngs={"dropout": key}`); with
 `train=False` both are off and the call is deterministic.
 """
+import dataclasses
 from typing import Any, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ssl_jax.models import policy
 
 # width, depth, heads, MLP hidden size (Touvron et al. 2021 "DeiT" for tiny/small; ViT paper
 # Table 1 for base/large).
@@ -131,7 +134,8 @@ class Block(nn.Module):
     # fused qkv Linear; the output projection has a bias too.
     y = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads, qkv_features=width, out_features=width, dtype=self.dtype,
-        kernel_init=_LINEAR_INIT, deterministic=True, name="attn")(y, y)
+        kernel_init=_LINEAR_INIT, deterministic=True, force_fp32_for_softmax=True,
+        name="attn")(y, y)
     y = nn.Dropout(self.dropout)(y, deterministic=deterministic)  # timm's proj_drop
     x = x + DropPath(self.drop_path)(y, deterministic)
     y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm2")(x)
@@ -171,8 +175,8 @@ class Encoder(nn.Module):
   image_size: int = 224
   dropout: float = 0.0
   drop_path: float = 0.0
-  dtype: Any = "float32"
-  remat: bool = False
+  dtype: Any = dataclasses.field(default_factory=policy.compute_dtype)
+  remat: bool = dataclasses.field(default_factory=policy.remat_blocks)
   width: Optional[int] = None
   depth: Optional[int] = None
   num_heads: Optional[int] = None
