@@ -13,7 +13,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow only feeds data
 from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
+from ssl_jax import command_line  # pylint: disable=g-import-not-at-top
 from ssl_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+from ssl_jax.run import run  # pylint: disable=g-import-not-at-top
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/simclr.py:digits.",
                                           lock_config=True)
@@ -27,53 +29,9 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a run
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in a run by hand.")
 
 
-def _innermost_message(error: BaseException) -> str:
-  """The last line of the deepest exception in the chain (config_flags wraps its errors)."""
-  while error.__cause__ is not None or error.__context__ is not None:
-    error = error.__cause__ or error.__context__
-  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-  return lines[-1] if lines else type(error).__name__
-
-
-def _config_error(error: BaseException, argv: list[str]) -> str:
-  message = _innermost_message(error)
-  if isinstance(error, (KeyError, AttributeError)) or "KeyError" in repr(error.__context__):
-    key = message.strip("'\"")
-    for arg in argv:
-      path = arg.split("=", 1)[0]
-      if path.startswith("--config.") and key in path.split("."):
-        return f"unknown config key in {path}: the config has no '{key}'"
-    return f"unknown config key '{key}'"
-  return f"cannot load config: {message}"
-
-
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing, with config-file and override errors turned into one-line errors."""
-  try:
-    remaining = flags.FLAGS(argv)
-    if _CONFIG.value is not None:
-      _CONFIG.value.keys()  # config_flags defers a failed load until the config is used.
-    return remaining
-  except flags.Error as e:
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    print(f"error: {lines[0] if len(lines) == 1 else lines[0] + ' ' + lines[-1]}",
-          file=sys.stderr)
-  except Exception as e:  # pylint: disable=broad-except  (config_flags raises plain errors)
-    print(f"error: {_config_error(e, argv)}", file=sys.stderr)
-  sys.exit(2)
-
-
-def run(config, workdir: str):
-  """Trains `config` in `workdir`, then, when training reached its last step and
-  `config.evaluate_at_end` is set, evaluates the final checkpoint; returns the final state.
-  The evaluation settings are checked before the first training step."""
-  from ssl_jax import evaluate, train  # pylint: disable=g-import-not-at-top
-  if config.evaluate_at_end:
-    evaluate.check_labels(config, evaluate.check(config))
-  outcome = train.train(config, workdir)
-  if config.evaluate_at_end and outcome.completed:
-    evaluate.run(workdir)
-  return outcome.state
+  return command_line.parse_flags(argv, _CONFIG)
 
 
 def main(argv):

@@ -1,0 +1,80 @@
+"""A sweep from its grid to its results: plan the trials (checked, `sweep.json`), run those
+not finished through an executor, tabulate (`python -m ssl_jax.sweep` parses the flags and
+calls `run`; tests and presets such as `experiments/compare_methods.py` call it directly)."""
+import os
+
+from absl import logging
+
+from ssl_jax.errors import UserError
+from ssl_jax.sweep import hparams, launch, results, trials as trials_lib
+
+
+def _slurm_parameters(items: list[str]) -> dict:
+  parameters = {}
+  for item in items:
+    key, equals, value = item.partition("=")
+    if not equals or not key:
+      raise UserError(f"--slurm={item}: write KEY=VALUE (e.g. --slurm=partition=gpu)")
+    parameters[key] = trials_lib.literal(value)
+  return parameters
+
+
+def _check_trial(config) -> None:
+  """The checks a run does before its first step that need no data: the method and its
+  settings, the precision policy, the evaluation settings."""
+  from ssl_jax import config_lib, evaluate, methods  # pylint: disable=g-import-not-at-top
+  length = config_lib.TrainingLength(steps_per_epoch=1, total_steps=1, schedule_steps=1)
+  methods.build(config, length)
+  if config.evaluate_at_end:
+    evaluate.check(config)
+
+
+def plan(spec: str, base, overrides: dict, sweep_dir: str, sweep_flags: list[str],
+         seeds: int | None) -> list[trials_lib.Trial]:
+  """The sweep's trials, checked, and its `sweep.json` written or matched."""
+  flag_settings = [trials_lib.parse_flag(text) for text in sweep_flags]
+  saved = trials_lib.read_record(sweep_dir)
+  get_sweep = trials_lib.load_get_sweep(spec)
+  if not flag_settings and seeds is None and get_sweep is None and saved is not None:
+    settings = trials_lib.settings_of(saved)  # a rerun without the grid: the recorded one
+  else:
+    settings = trials_lib.grid(flag_settings, get_sweep() if get_sweep and not flag_settings
+                               else None, seeds, base.seed)
+  made = trials_lib.trials(base, settings)
+  for trial in made:
+    try:
+      _check_trial(trial.config)
+    except UserError as e:
+      raise UserError(f"trial {trial.name}: {e}") from None
+  trials_lib.save_or_check(sweep_dir, trials_lib.record(spec, overrides, settings))
+  return made
+
+
+def run(spec: str, base, overrides: dict, sweep_dir: str, *, sweep_flags=(), seeds=None,
+        executor: str = "local", parallel: int = 1, slurm: tuple = (),
+        timeout_min: float = 7 * 24 * 60, metrics: str | None = None) -> dict:
+  """Plans, runs the trials that are not finished, writes the results; returns them."""
+  if parallel < 1:
+    raise UserError(f"--parallel must be >= 1, got {parallel}")
+  cells = results.parse_metrics(metrics)
+  folder = os.path.join(sweep_dir, "submitit")
+  slurm_executor = (launch.slurm_executor(folder, _slurm_parameters(list(slurm)), parallel)
+                    if executor == "slurm" else None)
+  made = plan(spec, base, overrides, sweep_dir, list(sweep_flags), seeds)
+  todo = [(t, t.workdir(sweep_dir)) for t in made
+          if launch.read_status(t.workdir(sweep_dir)).get("status") != "finished"]
+  logging.info("sweep %s: %d trials, %d to run", sweep_dir, len(made), len(todo))
+  if todo and executor == "debug":
+    launch.run_debug(todo)
+  elif todo and executor == "local":
+    launch.run_local(todo, folder, parallel, timeout_min)
+  elif todo:
+    launch.run_slurm(todo, slurm_executor)
+  found = results.collect(sweep_dir, made, cells)
+  results.write(sweep_dir, found)
+  finished = {t.name: results.read_report(t.workdir(sweep_dir)) for t in made
+              if launch.read_status(t.workdir(sweep_dir)).get("status") == "finished"}
+  hparams.write(sweep_dir, found, {t.name: t.setting for t in made},
+                {name: hparams.trial_cells(report, found["metrics"])
+                 for name, report in finished.items() if report is not None})
+  return found
