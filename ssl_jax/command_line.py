@@ -2,7 +2,19 @@
 `ssl_jax.sweep`): absl and config_flags errors become one line and exit code 2."""
 import sys
 
-from absl import flags
+from absl import app, flags
+
+from ssl_jax.errors import UserError
+
+
+def check_required(argv: list[str], config, workdir: str | None) -> None:
+  """No positional arguments (a usage error), and --config and --workdir given (UserErrors)."""
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if config is None:
+    raise UserError("--config is required, e.g. --config=configs/simclr.py:digits")
+  if not workdir:
+    raise UserError("--workdir is required")
 
 
 def _innermost_message(error: BaseException) -> str:

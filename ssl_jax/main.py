@@ -35,13 +35,8 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
-    if _CONFIG.value is None:
-      raise UserError("--config is required, e.g. --config=configs/simclr.py:digits")
-    if not _WORKDIR.value:
-      raise UserError("--workdir is required")
+    command_line.check_required(argv, _CONFIG.value, _WORKDIR.value)
     import jax  # pylint: disable=g-import-not-at-top
     if _DISTRIBUTED.value or _COORDINATOR.value:
       jax.distributed.initialize(coordinator_address=_COORDINATOR.value,

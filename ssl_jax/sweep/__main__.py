@@ -46,13 +46,8 @@ _METRICS = flags.DEFINE_string("metrics", None, "Report cells for the table, e.g
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
-    if _CONFIG.value is None:
-      raise UserError("--config is required, e.g. --config=configs/simclr.py:digits")
-    if not _WORKDIR.value:
-      raise UserError("--workdir is required")
+    command_line.check_required(argv, _CONFIG.value, _WORKDIR.value)
     spec = config_flags.get_config_filename(flags.FLAGS["config"])
     overrides = config_flags.get_override_values(flags.FLAGS["config"])
     found = runner.run(spec, _CONFIG.value, overrides, _WORKDIR.value,
