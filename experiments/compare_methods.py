@@ -1,17 +1,17 @@
-r"""Trains and evaluates several methods on one dataset and tabulates them side by side.
+r"""Trains and evaluates several methods on one dataset and tabulates them side by side: a
+preset over the sweep runner (`ssl_jax.sweep`), where the config file is the swept axis.
 
     python experiments/compare_methods.py --out=runs/compare_digits
 
-runs, one after the other, `python -m ssl_jax.main --config=configs/<spec> --workdir=OUT/<name>
---config.evaluate_at_end=False` and then `python -m ssl_jax.evaluate --workdir=OUT/<name>`
-for every spec in --methods (a list, or a preset: `joint_embedding`, the default, or
-`masked_pretext` for issue 5's masked, generative and pretext-task methods), timing training
-and evaluation separately. A method whose workdir already holds an
-evaluation report is not rerun (delete its folder, or pass --rerun). Writes OUT/table.md
-(the README's side-by-side table: test accuracy, mean over the evaluation seeds, for each
-protocol at 1/5/10/all labels per class, then training wall time, median training images/s
-and evaluation wall time, with a raw-pixel baseline row for each dataset in the table) and
-OUT/table.json, and prints the table.
+runs every spec in --methods (a list `name=file.py:arg,...`, or a preset: `joint_embedding`,
+the default, or `masked_pretext` for the masked, generative and pretext-task methods) as one
+trial of a sweep in OUT (`OUT/<file>-<arg>/`: an ordinary run, trained then evaluated), one
+after the other through submitit's local executor (`--parallel` at a time). A rerun skips the
+finished trials and resumes or retries the others. Writes OUT/table.md (the README's
+side-by-side table: test accuracy, mean over the evaluation seeds, for each protocol at
+1/5/10/all labels per class, then training wall time, median training images/s and
+evaluation wall time, with a raw-pixel baseline row for each dataset in the table) and
+OUT/table.json, besides the sweep's own results.md/.csv/.json, and prints the table.
 """
 import argparse
 import datetime
@@ -20,7 +20,6 @@ import os
 import platform
 import subprocess
 import sys
-import time
 
 JOINT_EMBEDDING = ("simclr=simclr.py:digits,byol=byol.py:digits,moco_v2=moco.py:digits,"
                    "moco_v3=moco.py:digits,version=3,simsiam=simsiam.py:digits,"
@@ -46,17 +45,6 @@ def parse_specs(text: str) -> list[tuple[str, str]]:
     else:
       raise SystemExit(f"error: cannot parse --methods near '{part}'")
   return [tuple(s) for s in specs]
-
-
-def run_logged(command: list[str], log_path: str) -> float:
-  """Runs `command` in the repository root, appending its output to log_path; returns seconds."""
-  started = time.perf_counter()
-  with open(log_path, "a") as log:
-    result = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-  if result.returncode:
-    raise SystemExit(f"error: `{' '.join(command)}` failed (exit {result.returncode}); "
-                     f"see {log_path}")
-  return time.perf_counter() - started
 
 
 def current_commit() -> str:
@@ -90,28 +78,28 @@ def main():
   parser.add_argument("--methods", default="joint_embedding",
                       help="name=config_file:arg,... (config files under configs/), or a "
                       f"preset: {', '.join(PRESETS)}")
-  parser.add_argument("--rerun", action="store_true")
+  parser.add_argument("--parallel", type=int, default=1, help="trials at once")
   args = parser.parse_args()
+  sys.path.insert(0, ROOT)
+  os.chdir(ROOT)  # the trials' processes import ssl_jax from here
+  # pylint: disable-next=g-import-not-at-top
+  from ssl_jax.errors import UserError
+  from ssl_jax.sweep import launch, runner, trials  # pylint: disable=g-import-not-at-top
   out = os.path.abspath(args.out)
-  os.makedirs(out, exist_ok=True)
-  timings_path = os.path.join(out, "timings.json")
-  timings = json.load(open(timings_path)) if os.path.exists(timings_path) else {}
-  reports = {}
-  for name, spec in parse_specs(PRESETS.get(args.methods, args.methods)):
-    workdir = os.path.join(out, name)
-    report_path = os.path.join(workdir, "eval", "report.json")
-    if args.rerun or not os.path.exists(report_path) or name not in timings:
-      if os.path.exists(workdir):
-        raise SystemExit(f"error: {workdir} holds an unfinished run; delete it first")
-      log = os.path.join(out, f"{name}.log")
-      print(f"{name}: training {spec}", flush=True)
-      train_s = run_logged([sys.executable, "-m", "ssl_jax.main", f"--config=configs/{spec}",
-                            f"--workdir={workdir}", "--config.evaluate_at_end=False"], log)
-      eval_s = run_logged([sys.executable, "-m", "ssl_jax.evaluate", f"--workdir={workdir}"], log)
-      timings[name] = {"spec": spec, "train_s": round(train_s, 1), "eval_s": round(eval_s, 1),
-                       "commit": current_commit()}
-      json.dump(timings, open(timings_path, "w"), indent=2)
-    reports[name] = json.load(open(report_path))
+  names = {f"configs/{spec}": name for name, spec in parse_specs(PRESETS.get(args.methods,
+                                                                             args.methods))}
+  try:
+    runner.run(None, None, {}, out, configs=list(names), executor="local",
+               parallel=args.parallel)
+  except UserError as e:
+    raise SystemExit(f"error: {e}") from None
+  reports, statuses = {}, {}
+  for spec, name in names.items():
+    workdir = os.path.join(out, trials.trial_name({trials.CONFIG: spec}))
+    statuses[name] = launch.read_status(workdir)
+    if statuses[name].get("status") == "finished":
+      reports[name] = json.load(open(os.path.join(workdir, "eval", "report.json")))
+      statuses[name]["workdir"] = workdir
 
   columns = [(p, n) for p in PROTOCOLS for n in (1, 5, 10, None)]
   short = {"linear": "lin", "knn": "kNN", "label_propagation": "LP"}
@@ -122,25 +110,28 @@ def main():
   for name, report in reports.items():
     datasets.setdefault(report["dataset"], report)
     values = [cell(report, "ssl", p, n) for p, n in columns]
-    t = timings[name]
+    t = statuses[name]
     label = name if len({r["dataset"] for r in reports.values()}) == 1 else \
         f"{name} ({report['dataset']})"
     lines.append(f"| {label} | " + " | ".join(values)
-                 + f" | {t['train_s'] / 60:.1f} min | {images_per_second(os.path.join(out, name))}"
-                 + f" | {t['eval_s'] / 60:.1f} min |")
+                 + f" | {t['train_seconds'] / 60:.1f} min | {images_per_second(t['workdir'])}"
+                 + f" | {t['eval_seconds'] / 60:.1f} min |")
   for dataset, report in datasets.items():
     label = "raw pixels" if len(datasets) == 1 else f"raw pixels ({dataset})"
     lines.append(f"| {label} | " + " | ".join(cell(report, "raw", p, n) for p, n in columns)
                  + " | | | |")
-  commits = sorted({t.get("commit", "?") for name, t in timings.items() if name in reports})
-  commit = ", ".join(commits)
+  failed = {name: s.get("error", s.get("status")) for name, s in statuses.items()
+            if name not in reports}
+  lines += [f"\n{name}: not finished ({why})" for name, why in failed.items()]
+  commit = current_commit()
   footer = (f"\nTest accuracy (%), mean over evaluation seeds; commit {commit}, "
             f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
             f"{datetime.date.today()}.\n")
   table = "\n".join(lines) + "\n" + footer
-  open(os.path.join(out, "table.md"), "w").write(table)
-  json.dump({"commit": commit, "timings": timings,
-             "reports": reports}, open(os.path.join(out, "table.json"), "w"), indent=2)
+  with open(os.path.join(out, "table.md"), "w") as f:
+    f.write(table)
+  with open(os.path.join(out, "table.json"), "w") as f:
+    json.dump({"commit": commit, "trials": statuses, "reports": reports}, f, indent=2)
   print(table)
 
 

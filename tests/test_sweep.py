@@ -70,6 +70,25 @@ def test_a_bad_sweep_is_one_line_before_anything_runs(flags, seeds, cause, tmp_p
   assert not (tmp_path / "sweep").exists()
 
 
+def test_the_config_file_as_a_swept_axis(tmp_path):
+  """`--configs` (and `experiments/compare_methods.py`): each trial starts from its own config
+  file, with the shared overrides and the other swept keys on top; a glob skips the files
+  without the variant."""
+  made = runner.plan(None, None, {"total_steps": 3}, str(tmp_path / "a"),
+                     ["optimizer.warmup_steps=1,2"], None,
+                     configs=["configs/simclr.py:digits", "configs/moco.py:digits,version=3"])
+  assert [t.name for t in made] == [
+      "simclr-digits,warmup_steps=1", "simclr-digits,warmup_steps=2",
+      "moco-digits+version=3,warmup_steps=1", "moco-digits+version=3,warmup_steps=2"]
+  assert [t.config.method for t in made] == ["simclr", "simclr", "moco", "moco"]
+  assert made[3].config.moco.version == 3 and made[3].config.optimizer.warmup_steps == 2
+  assert {t.config.total_steps for t in made} == {3}
+  specs, skipped = trials.expand_configs(["configs/*.py:photos"])
+  assert "configs/colorization.py:photos" in specs and "configs/mlm.py:photos" in skipped
+  with pytest.raises(UserError, match="no config file matches"):
+    trials.expand_configs(["configs/nothing*.py:digits"])
+
+
 def test_a_workdir_holding_another_sweep_is_refused(tmp_path):
   base = tiny_digits(str(tmp_path))
   runner.plan(SPEC, base, {}, str(tmp_path), ["simclr.temperature=0.1,0.2"], None)

@@ -22,12 +22,18 @@ from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
 from ssl_jax import command_line  # pylint: disable=g-import-not-at-top
 from ssl_jax.errors import UserError  # pylint: disable=g-import-not-at-top
-from ssl_jax.sweep import launch, runner  # pylint: disable=g-import-not-at-top
+from ssl_jax.sweep import launch, runner, trials as trials_lib  # pylint: disable=g-import-not-at-top
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. "
                                           "configs/simclr.py:digits.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep directory: sweep.json, one directory "
                                "per trial, results.md/.csv/.json.")
+_CONFIGS = flags.DEFINE_multi_string("configs", [], "Config files as a swept axis instead of "
+                                     "--config: SPEC or a glob such as configs/*.py:cifar10 "
+                                     "(files without that variant are skipped).")
+_SET = flags.DEFINE_multi_string("set", [], "KEY=VALUE: a config override for every trial "
+                                  "(what --config.KEY=VALUE does for --config; with "
+                                  "--configs, the way to override).")
 _SWEEP = flags.DEFINE_multi_string("sweep", [], "KEY=V1,V2,...: a swept config key; several "
                                    "flags give their product.")
 _SEEDS = flags.DEFINE_integer("seeds", None, "Training seeds per setting (config.seed, +1, ...).")
@@ -47,10 +53,17 @@ _METRICS = flags.DEFINE_string("metrics", None, "Report cells for the table, e.g
 
 def main(argv):
   try:
-    command_line.check_required(argv, _CONFIG.value, _WORKDIR.value)
-    spec = config_flags.get_config_filename(flags.FLAGS["config"])
-    overrides = config_flags.get_override_values(flags.FLAGS["config"])
-    found = runner.run(spec, _CONFIG.value, overrides, _WORKDIR.value,
+    command_line.check_required(argv, _CONFIG.value if not _CONFIGS.value else True,
+                                _WORKDIR.value)
+    if _CONFIGS.value and _CONFIG.value is not None:
+      raise UserError("give --config or --configs, not both (with --configs, override keys "
+                      "with --set=KEY=VALUE)")
+    spec, base, overrides = None, _CONFIG.value, runner.parse_set(_SET.value)
+    if base is not None:
+      spec = config_flags.get_config_filename(flags.FLAGS["config"])
+      base = trials_lib.apply(base, overrides)
+      overrides = {**config_flags.get_override_values(flags.FLAGS["config"]), **overrides}
+    found = runner.run(spec, base, overrides, _WORKDIR.value, configs=_CONFIGS.value,
                        sweep_flags=_SWEEP.value, seeds=_SEEDS.value, executor=_EXECUTOR.value,
                        parallel=_PARALLEL.value, slurm=_SLURM.value,
                        timeout_min=_TIMEOUT.value, metrics=_METRICS.value)

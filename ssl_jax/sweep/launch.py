@@ -64,14 +64,17 @@ class TrialRun(submitit.helpers.Checkpointable):
     start = time.time()
     previous = read_status(workdir)
     attempts = previous.get("attempts", 0) + 1
+    timings = {}
     try:
-      outcome = run(config, workdir)
+      outcome = run(config, workdir, timings)
     except BaseException as e:  # pylint: disable=broad-except  (recorded, then re-raised)
       _write_status(workdir, {"status": "failed", "error": _error_line(e), "attempts": attempts,
                               "traceback": traceback.format_exc()[-4000:]})
       raise
     status = {"status": "finished" if outcome.completed else "interrupted", "attempts": attempts,
-              "wall_seconds": previous.get("wall_seconds", 0.0) + time.time() - start}
+              "wall_seconds": previous.get("wall_seconds", 0.0) + time.time() - start,
+              "train_seconds": previous.get("train_seconds", 0.0) + timings["train_seconds"],
+              "eval_seconds": timings["eval_seconds"]}
     _write_status(workdir, status)
     return status
 

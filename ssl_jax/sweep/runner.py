@@ -9,6 +9,17 @@ from ssl_jax.errors import UserError
 from ssl_jax.sweep import hparams, launch, results, trials as trials_lib
 
 
+def parse_set(items: list[str]) -> dict:
+  """`--set=KEY=VALUE` items -> {dotted key: value} (Python literals, else text)."""
+  overrides = {}
+  for item in items:
+    key, equals, value = item.partition("=")
+    if not equals or not key:
+      raise UserError(f"--set={item}: write KEY=VALUE (e.g. --set=total_steps=100)")
+    overrides[key] = trials_lib.literal(value)
+  return overrides
+
+
 def _slurm_parameters(items: list[str]) -> dict:
   parameters = {}
   for item in items:
@@ -29,18 +40,26 @@ def _check_trial(config) -> None:
     evaluate.check(config)
 
 
-def plan(spec: str, base, overrides: dict, sweep_dir: str, sweep_flags: list[str],
-         seeds: int | None) -> list[trials_lib.Trial]:
-  """The sweep's trials, checked, and its `sweep.json` written or matched."""
+def plan(spec: str | None, base, overrides: dict, sweep_dir: str, sweep_flags: list[str],
+         seeds: int | None, configs: list[str] = ()) -> list[trials_lib.Trial]:
+  """The sweep's trials, checked, and its `sweep.json` written or matched. With `configs`
+  (patterns such as `configs/*.py:cifar10`) the config file is one more swept axis, and
+  `overrides` (the command line's `--config.KEY=VALUE`) apply to each."""
   flag_settings = [trials_lib.parse_flag(text) for text in sweep_flags]
+  if configs:
+    specs, skipped = trials_lib.expand_configs(list(configs))
+    for skipped_spec, why in skipped.items():
+      logging.info("skipped %s: %s", skipped_spec, why)
+    flag_settings.insert(0, trials_lib.sweep(trials_lib.CONFIG, specs))
+    spec = ",".join(specs)
   saved = trials_lib.read_record(sweep_dir)
-  get_sweep = trials_lib.load_get_sweep(spec)
+  get_sweep = None if configs else trials_lib.load_get_sweep(spec)
   if not flag_settings and seeds is None and get_sweep is None and saved is not None:
     settings = trials_lib.settings_of(saved)  # a rerun without the grid: the recorded one
   else:
     settings = trials_lib.grid(flag_settings, get_sweep() if get_sweep and not flag_settings
-                               else None, seeds, base.seed)
-  made = trials_lib.trials(base, settings)
+                               else None, seeds, base.seed if base is not None else 0)
+  made = trials_lib.trials(base, settings, overrides)
   for trial in made:
     try:
       _check_trial(trial.config)
@@ -50,8 +69,8 @@ def plan(spec: str, base, overrides: dict, sweep_dir: str, sweep_flags: list[str
   return made
 
 
-def run(spec: str, base, overrides: dict, sweep_dir: str, *, sweep_flags=(), seeds=None,
-        executor: str = "local", parallel: int = 1, slurm: tuple = (),
+def run(spec: str | None, base, overrides: dict, sweep_dir: str, *, sweep_flags=(),
+        seeds=None, configs=(), executor: str = "local", parallel: int = 1, slurm: tuple = (),
         timeout_min: float = 7 * 24 * 60, metrics: str | None = None) -> dict:
   """Plans, runs the trials that are not finished, writes the results; returns them."""
   if parallel < 1:
@@ -60,7 +79,7 @@ def run(spec: str, base, overrides: dict, sweep_dir: str, *, sweep_flags=(), see
   folder = os.path.join(sweep_dir, "submitit")
   slurm_executor = (launch.slurm_executor(folder, _slurm_parameters(list(slurm)), parallel)
                     if executor == "slurm" else None)
-  made = plan(spec, base, overrides, sweep_dir, list(sweep_flags), seeds)
+  made = plan(spec, base, overrides, sweep_dir, list(sweep_flags), seeds, configs)
   todo = [(t, t.workdir(sweep_dir)) for t in made
           if launch.read_status(t.workdir(sweep_dir)).get("status") != "finished"]
   logging.info("sweep %s: %d trials, %d to run", sweep_dir, len(made), len(todo))

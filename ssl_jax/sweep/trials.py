@@ -7,6 +7,7 @@ re-evaluated or inspected on its own.
 """
 import ast
 import dataclasses
+import glob
 import importlib.util
 import json
 import os
@@ -19,6 +20,9 @@ from ssl_jax.errors import UserError
 from ssl_jax.sweep import Setting, product, sweep
 
 SWEEP_FILE = "sweep.json"
+# The setting key that names a trial's config file ("configs/byol.py:digits") when the config
+# itself is swept (`--configs`, `experiments/compare_methods.py`).
+CONFIG = "config"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,15 +77,57 @@ def parse_flag(text: str) -> list[Setting]:
   return sweep(key, [literal(item) for item in items])
 
 
-def load_get_sweep(spec: str):
-  """The `get_sweep(arg)` of the config module `spec` ('configs/simclr.py:digits') as a
-  function of no argument, or None when the module has none."""
+def _config_module(spec: str):
+  """The config module of `spec` ('configs/simclr.py:digits') and its argument."""
   path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise UserError(f"config file {path} does not exist")
   module_spec = importlib.util.spec_from_file_location("ssl_jax_sweep_config", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
+  return module, arg or None
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of the config module `spec` ('configs/simclr.py:digits')."""
+  module, arg = _config_module(spec)
+  if not hasattr(module, "get_config"):
+    raise UserError(f"{spec}: the module has no get_config")
+  try:
+    return module.get_config(arg)
+  except (ValueError, KeyError) as e:  # an unknown variant or config argument
+    raise UserError(f"{spec}: {e}") from None
+
+
+def load_get_sweep(spec: str):
+  """The `get_sweep(arg)` of the config module `spec` as a function of no argument, or None
+  when the module has none."""
+  module, arg = _config_module(spec)
   get_sweep = getattr(module, "get_sweep", None)
-  return None if get_sweep is None else (lambda: get_sweep(arg or None))
+  return None if get_sweep is None else (lambda: get_sweep(arg))
+
+
+def expand_configs(patterns: list[str]) -> tuple[list[str], dict[str, str]]:
+  """`configs/*.py:cifar10` -> the specs of the matching files that have that variant, in
+  order, and {spec: why} of the matching files that do not (no get_config, no such
+  variant)."""
+  specs, skipped = [], {}
+  for pattern in patterns:
+    path, colon, arg = pattern.partition(":")
+    paths = sorted(glob.glob(path)) if any(c in path for c in "*?[") else [path]
+    if not paths:
+      raise UserError(f"--configs={pattern}: no config file matches")
+    for match in paths:
+      spec = f"{match}{colon}{arg}"
+      try:
+        load_config(spec)
+      except UserError as e:
+        if len(paths) == 1:
+          raise
+        skipped[spec] = str(e)
+        continue
+      specs.append(spec)
+  return specs, skipped
 
 
 def grid(flag_settings: list[list[Setting]], config_sweep: list[Setting] | None,
@@ -103,6 +149,9 @@ def grid(flag_settings: list[list[Setting]], config_sweep: list[Setting] | None,
 
 
 def _format(value: Any) -> str:
+  if isinstance(value, str) and ".py:" in value:  # a config spec: configs/moco.py:digits,version=3
+    stem, _, arg = os.path.basename(value).partition(".py:")
+    return f"{stem}-{arg}".replace(",", "+")
   if isinstance(value, (tuple, list)):
     return "-".join(_format(v) for v in value) or "none"
   return str(value)
@@ -115,16 +164,18 @@ def trial_name(setting: Setting) -> str:
   parts = []
   for key, short in zip(setting, last):
     label = short if last.count(short) == 1 else key
-    parts.append(f"{label}={_format(setting[key])}")
+    parts.append(_format(setting[key]) if key == CONFIG else f"{label}={_format(setting[key])}")
   name = re.sub(r"[^A-Za-z0-9._=,+-]", "-", ",".join(parts)) or "base"
   return name
 
 
 def apply(config: ml_collections.ConfigDict, setting: Setting) -> ml_collections.ConfigDict:
-  """A copy of `config` with `setting` applied; a key the config lacks or a value of the
-  wrong type is a one-line UserError."""
+  """A copy of `config` with `setting` applied (all but its CONFIG key); a key the config
+  lacks or a value of the wrong type is a one-line UserError."""
   trial = config.copy_and_resolve_references()
   for key, value in setting.items():
+    if key == CONFIG:
+      continue
     *parents, last = key.split(".")
     section = trial
     for depth, name in enumerate(parents):
@@ -146,9 +197,16 @@ def apply(config: ml_collections.ConfigDict, setting: Setting) -> ml_collections
   return trial
 
 
-def trials(config: ml_collections.ConfigDict, settings: list[Setting]) -> list[Trial]:
-  """One `Trial` per setting, with its config; names must be distinct."""
-  made = [Trial(trial_name(setting), setting, apply(config, setting)) for setting in settings]
+def trials(config: ml_collections.ConfigDict | None, settings: list[Setting],
+           overrides: Setting | None = None) -> list[Trial]:
+  """One `Trial` per setting, with its config: `config` with the setting applied, or, for a
+  setting with a CONFIG key (the config is a swept axis), that spec's config with the
+  command line's `overrides` and then the setting applied. Names must be distinct."""
+  def config_of(setting):
+    if CONFIG not in setting:
+      return apply(config, setting)
+    return apply(apply(load_config(setting[CONFIG]), overrides or {}), setting)
+  made = [Trial(trial_name(setting), setting, config_of(setting)) for setting in settings]
   names = [trial.name for trial in made]
   if len(set(names)) != len(names):
     raise UserError("two settings of the sweep give the same trial name; the values must "
