@@ -215,8 +215,8 @@ def test_slurm_submits_one_array_job_of_the_trials(tmp_path, monkeypatch):
       submitit.SlurmExecutor, "_make_submission_command",
       lambda self, path: ["sh", "-c", f"cp {path} {script}; echo Submitted batch job 4242"])
   executor = launch.slurm_executor(
-      str(tmp_path / "submitit"), runner._slurm_parameters(  # pylint: disable=protected-access
-          ["partition=learnfair", "gpus_per_task=8", "time=4320"]), parallel=2)
+      str(tmp_path / "submitit"), runner.parse_assignments(
+          ["partition=learnfair", "gpus_per_task=8", "time=4320"], "slurm"), parallel=2)
   jobs = executor.map_array(launch.TrialRun(), [t.config for t in planned],
                             [t.workdir(str(tmp_path / "sweep")) for t in planned])
   assert [job.job_id for job in jobs] == [f"4242_{i}" for i in range(6)]

@@ -58,7 +58,7 @@ def main(argv):
     if _CONFIGS.value and _CONFIG.value is not None:
       raise UserError("give --config or --configs, not both (with --configs, override keys "
                       "with --set=KEY=VALUE)")
-    spec, base, overrides = None, _CONFIG.value, runner.parse_set(_SET.value)
+    spec, base, overrides = None, _CONFIG.value, runner.parse_assignments(_SET.value)
     if base is not None:
       spec = config_flags.get_config_filename(flags.FLAGS["config"])
       base = trials_lib.apply(base, overrides)

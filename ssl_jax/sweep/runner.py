@@ -9,25 +9,16 @@ from ssl_jax.errors import UserError
 from ssl_jax.sweep import hparams, launch, results, trials as trials_lib
 
 
-def parse_set(items: list[str]) -> dict:
-  """`--set=KEY=VALUE` items -> {dotted key: value} (Python literals, else text)."""
-  overrides = {}
+def parse_assignments(items: list[str], flag: str = "set") -> dict:
+  """`--set=KEY=VALUE` (or `--slurm=...`) items -> {key: value} (Python literals, else text)."""
+  parsed = {}
   for item in items:
     key, equals, value = item.partition("=")
     if not equals or not key:
-      raise UserError(f"--set={item}: write KEY=VALUE (e.g. --set=total_steps=100)")
-    overrides[key] = trials_lib.literal(value)
-  return overrides
-
-
-def _slurm_parameters(items: list[str]) -> dict:
-  parameters = {}
-  for item in items:
-    key, equals, value = item.partition("=")
-    if not equals or not key:
-      raise UserError(f"--slurm={item}: write KEY=VALUE (e.g. --slurm=partition=gpu)")
-    parameters[key] = trials_lib.literal(value)
-  return parameters
+      raise UserError(f"--{flag}={item}: write KEY=VALUE (e.g. --{flag}="
+                      f"{'partition=gpu' if flag == 'slurm' else 'total_steps=100'})")
+    parsed[key] = trials_lib.literal(value)
+  return parsed
 
 
 def _check_trial(config) -> None:
@@ -77,8 +68,10 @@ def run(spec: str | None, base, overrides: dict, sweep_dir: str, *, sweep_flags=
     raise UserError(f"--parallel must be >= 1, got {parallel}")
   cells = results.parse_metrics(metrics)
   folder = os.path.join(sweep_dir, "submitit")
-  slurm_executor = (launch.slurm_executor(folder, _slurm_parameters(list(slurm)), parallel)
-                    if executor == "slurm" else None)
+  slurm_executor = None
+  if executor == "slurm":
+    slurm_executor = launch.slurm_executor(folder, parse_assignments(list(slurm), "slurm"),
+                                           parallel)
   made = plan(spec, base, overrides, sweep_dir, list(sweep_flags), seeds, configs)
   todo = [(t, t.workdir(sweep_dir)) for t in made
           if launch.read_status(t.workdir(sweep_dir)).get("status") != "finished"]
