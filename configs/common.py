@@ -70,6 +70,12 @@ def base_config() -> ml_collections.ConfigDict:
   # Linear classifier on stop_gradient(features), trained alongside (BYOL's online probe).
   c.online_probe = ml_collections.ConfigDict(dict(enabled=True, lr=1e-3))
 
+  # Published targets of the recipe (`ssl_jax/expected.py`): report cells with the accuracy
+  # (%) a paper or model zoo reached, its source and the compute it assumes; or, with no
+  # targets, a note saying why there is no published number.
+  c.expected = ml_collections.ConfigDict(dict(
+      targets=(), note="No published number is stated for this configuration."))
+
   c.data = ml_collections.ConfigDict(dict(
       # "image", "text", "sequence", "video" or "image_text" (ssl_jax/data/inputs.py picks
       # the pipeline)
@@ -142,12 +148,32 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+# solo-learn's CIFAR-10 model zoo reports the accuracy of a linear classifier trained online
+# alongside pre-training; the nearest cell here is the offline linear probe on all labels.
+SOLO_LEARN_CIFAR = ("solo-learn model zoo, CIFAR-10, online linear probe",
+                    "ResNet-18 (CIFAR stem), 1000 epochs, batch 256")
+
+
+def target(cell: str, accuracy: float, source: str, compute: str) -> dict:
+  """One published target for `config.expected.targets` (`ssl_jax/expected.py`)."""
+  return dict(cell=cell, accuracy=accuracy, source=source, compute=compute)
+
+
+def set_expected(c: ml_collections.ConfigDict, targets: tuple[dict, ...] | None) -> None:
+  """The variant's published targets, when it has any (else the default note stays)."""
+  if targets:
+    c.expected.targets = tuple(targets)
+    c.expected.note = ""
+
+
 def apply_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """`,runlocal=True`: a tiny smoke run (4 steps, batch 16, float32, one seed, a short
   fine-tune on 10% of the labels unless the variant has fine-tuning off) of any variant."""
   c.batch_size = 16
   c.total_steps, c.total_epochs = 4, None
   c.precision = "float32"  # a CPU smoke run; --config.precision=bfloat16 tries the other
+  c.expected.targets = ()  # a smoke run reaches no published number
+  c.expected.note = "A runlocal smoke run: no published number applies."
   c.log_every_steps = c.checkpoint_every_steps = 2
   c.optimizer.warmup_steps, c.optimizer.warmup_epochs = 1, None
   c.evals.probes.labels_per_class, c.evals.probes.seeds = (1, 0), 1

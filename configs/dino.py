@@ -38,9 +38,19 @@ Add `,runlocal=True` to any variant for a tiny smoke run.
 import ml_collections
 from ml_collections import config_dict
 
-from configs.common import apply_runlocal, base_config, parse_arg
+from configs.common import (SOLO_LEARN_CIFAR, apply_runlocal, base_config, parse_arg, set_expected,
+                            target)
 from configs.recipes.image import setup_variant
 from configs.recipes import augmentations
+
+
+# Published targets per variant (`config.expected`).
+EXPECTED = {"cifar10": (target("linear@all", 89.52, *SOLO_LEARN_CIFAR),),
+            "imagenet2012": (
+                target("linear@all", 77.0, "Caron et al. 2021, Table 2 (ViT-S/16)",
+                       "ViT-S/16, 800 epochs, batch 1024"),
+                target("knn@all", 74.5, "Caron et al. 2021, Table 2 (k-NN, k=20)",
+                       "ViT-S/16, 800 epochs, batch 1024"))}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -59,6 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       hidden_dim=2048, bottleneck_dim=256, output_dim=65536, num_layers=3, use_bn=False,
       norm_last_layer=True))
   setup_variant(c, arg.variant, "dino")
+  set_expected(c, EXPECTED.get(arg.variant))
 
   if arg.variant == "digits":
     c.head.update(hidden_dim=256, bottleneck_dim=64, output_dim=512, use_bn=True)

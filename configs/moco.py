@@ -38,9 +38,20 @@ Add `,runlocal=True` to any variant for a tiny smoke run.
 """
 import ml_collections
 
-from configs.common import apply_runlocal, base_config, parse_arg
+from configs.common import (SOLO_LEARN_CIFAR, apply_runlocal, base_config, parse_arg, set_expected,
+                            target)
 from configs.recipes.image import setup_variant
 from configs.recipes import augmentations
+
+
+# Published targets per (variant, version) (`config.expected`).
+EXPECTED = {
+    ("cifar10", 2): (target("linear@all", 92.94, *SOLO_LEARN_CIFAR),),
+    ("cifar10", 3): (target("linear@all", 93.10, *SOLO_LEARN_CIFAR),),
+    ("imagenet2012", 2): (target("linear@all", 71.1, "Chen, Fan et al. 2020, Table 2",
+                                "ResNet-50, 800 epochs, batch 256, 8 V100 GPUs"),),
+    ("imagenet2012", 3): (target("linear@all", 74.6, "Chen, Xie, He 2021, Table 4",
+                                 "ResNet-50, 1000 epochs, batch 4096"),)}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -53,6 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       version=arg.version, temperature=0.2, base_momentum=0.99, final_momentum=1.0,
       queue_size=65536, symmetric=False))
   setup_variant(c, arg.variant, "moco")
+  set_expected(c, EXPECTED.get((arg.variant, arg.version)))
   v3 = arg.version == 3
 
   if arg.variant == "digits":

@@ -25,8 +25,15 @@ Add `,runlocal=True` to any variant for a tiny smoke run (few steps, small batch
 """
 import ml_collections
 
-from configs.common import apply_runlocal, base_config, parse_arg
+from configs.common import (SOLO_LEARN_CIFAR, apply_runlocal, base_config, parse_arg, set_expected,
+                            target)
 from configs.recipes.image import setup_variant
+
+
+# Published targets per variant (`config.expected`).
+EXPECTED = {"cifar10": (target("linear@all", 90.74, *SOLO_LEARN_CIFAR),),
+            "imagenet2012": (target("linear@all", 69.3, "Chen et al. 2020, Table 6",
+                                    "ResNet-50, 1000 epochs, batch 4096, 128 TPU v3 cores"),)}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -35,6 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.method = "simclr"
   c.simclr = ml_collections.ConfigDict(dict(temperature=0.1))
   setup_variant(c, arg.variant, "simclr")
+  set_expected(c, EXPECTED.get(arg.variant))
 
   if arg.variant == "digits":
     c.projector = ml_collections.ConfigDict(dict(hidden_dim=256, output_dim=64))

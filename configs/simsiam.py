@@ -28,9 +28,16 @@ Add `,runlocal=True` to any variant for a tiny smoke run.
 """
 import ml_collections
 
-from configs.common import apply_runlocal, base_config, parse_arg
+from configs.common import (SOLO_LEARN_CIFAR, apply_runlocal, base_config, parse_arg, set_expected,
+                            target)
 from configs.recipes.image import setup_variant
 from configs.recipes import augmentations
+
+
+# Published targets per variant (`config.expected`).
+EXPECTED = {"cifar10": (target("linear@all", 90.51, *SOLO_LEARN_CIFAR),),
+            "imagenet2012": (target("linear@all", 68.1, "Chen & He 2021, Table 4",
+                                    "ResNet-50, 100 epochs, batch 512, 8 GPUs"),)}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -38,6 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = base_config()
   c.method = "simsiam"
   setup_variant(c, arg.variant, "simsiam")
+  set_expected(c, EXPECTED.get(arg.variant))
 
   if arg.variant == "digits":
     c.projector = ml_collections.ConfigDict(dict(

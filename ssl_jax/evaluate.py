@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow only feeds data
 import jax  # pylint: disable=g-import-not-at-top
 from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 
-from ssl_jax import evaluators as evaluators_lib  # pylint: disable=g-import-not-at-top
+from ssl_jax import evaluators as evaluators_lib, expected  # pylint: disable=g-import-not-at-top
 from ssl_jax.errors import UserError  # pylint: disable=g-import-not-at-top
 
 
@@ -51,6 +51,7 @@ def check(config) -> list[evaluators_lib.Evaluator]:
   """The run's evaluators, each with its settings checked: what training calls before its
   first step, so that a bad evaluation setting fails before hours of training."""
   evaluators = evaluators_lib.build(config)
+  expected.check(config)
   for source in config.eval.feature_sources:
     if source not in evaluators_lib.FEATURE_SOURCES:
       raise UserError(f"unknown feature source '{source}' (config.eval.feature_sources): use "
@@ -169,6 +170,7 @@ def run(workdir: str, overrides: dict[str, str] | None = None) -> dict:
     config = with_overrides(config, overrides)
   evaluators = check(config)
   report, images = evaluate(restore(config, workdir), evaluators)
+  report["expected"] = expected.for_report(config, report)
   if overrides:
     report["overrides"] = dict(overrides)
   if jax.process_index() == 0:

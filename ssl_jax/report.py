@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 
+from ssl_jax import expected
+
 
 def markdown_table(report: dict) -> str:
   """One row per (protocol, labels per class), one column per feature source."""
@@ -46,6 +48,8 @@ def markdown_table(report: dict) -> str:
       lines.append(f"| {row['features']} | " + " | ".join(
           f"{100 * row[key]:.1f}" for key in ("image_to_text_r1", "image_to_text_r5",
                                               "text_to_image_r1", "text_to_image_r5")) + " |")
+  if "expected" in report:
+    lines += expected.markdown(report["expected"])
   for name in report.get("plots", []) + report.get("pictures", []):
     lines += ["", f"## {os.path.splitext(name)[0]}", "", f"![{name}]({name})"]
   return "\n".join(lines) + "\n"

@@ -89,6 +89,31 @@ def test_the_config_file_as_a_swept_axis(tmp_path):
     trials.expand_configs(["configs/nothing*.py:digits"])
 
 
+def test_reproduce_keeps_the_configs_with_published_targets(tmp_path):
+  made = runner.plan(None, None, {}, str(tmp_path), [], None, configs=["configs/*.py:cifar10"],
+                     reproduce=True)
+  assert "simclr-cifar10" in [t.name for t in made] and "mae-cifar10" not in [
+      t.name for t in made]
+  simclr = next(t for t in made if t.name == "simclr-cifar10")
+  assert simclr.config.expected.targets[0]["accuracy"] == 90.74
+  with pytest.raises(UserError, match="none of these configs states a published number"):
+    runner.plan(None, None, {}, str(tmp_path / "b"), [], None,
+                configs=["configs/*.py:digits"], reproduce=True)
+
+
+@pytest.mark.parametrize("target,cause", [
+    ({"cell": "linear", "accuracy": 1.0, "source": "", "compute": ""}, "protocol@labels"),
+    ({"cell": "linear@all", "accuracy": 101, "source": "", "compute": ""}, "must be a percentage"),
+    ({"cell": "linear@all", "accuracy": 1.0}, "with the keys cell, accuracy, source"),
+])
+def test_a_malformed_target_is_one_line(target, cause, tmp_path):
+  from ssl_jax import expected  # pylint: disable=g-import-not-at-top
+  config = tiny_digits(str(tmp_path))
+  config.expected.targets = (target,)
+  with pytest.raises(UserError, match=cause):
+    expected.check(config)
+
+
 def test_a_workdir_holding_another_sweep_is_refused(tmp_path):
   base = tiny_digits(str(tmp_path))
   runner.plan(SPEC, base, {}, str(tmp_path), ["simclr.temperature=0.1,0.2"], None)
@@ -133,6 +158,8 @@ def test_a_grid_runs_locally_resumes_retries_and_tabulates(tmp_path):
   from ssl_jax.data import inputs  # pylint: disable=g-import-not-at-top
   data_dir = str(tmp_path / "tfds")
   base = _tiny_base(data_dir)
+  base.expected.targets = ({"cell": "knn@all", "accuracy": 60.0, "source": "a test",
+                            "compute": "none"},)
   inputs.Inputs(base, str(tmp_path), create_tokenizer=False).info()  # build digits once
   sweep_dir = str(tmp_path / "sweep")
   grid = dict(sweep_flags=["evals.probes.knn_k=5,20", "evals.probes.labels_per_class=(1,0),(2,0)"],
@@ -181,6 +208,8 @@ def test_a_grid_runs_locally_resumes_retries_and_tabulates(tmp_path):
                            (protocol, labels, "ssl")) for t in members]
       assert row["metrics"][cell]["mean"] == pytest.approx(np.mean(values))
       assert row["metrics"][cell]["std"] == pytest.approx(np.std(values, ddof=1))
+    (compared,) = row["expected"]  # the published target and the mean's difference
+    assert compared["difference"] == pytest.approx(row["metrics"]["knn@all"]["mean"] - 60.0)
   table = open(os.path.join(sweep_dir, "results.csv")).read().splitlines()
   assert len(table) == 5 and table[0].startswith("evals.probes.knn_k,evals.probes.labels_per_class")
   assert os.path.exists(os.path.join(sweep_dir, "sweep_evals_probes_knn_k.png"))

@@ -105,8 +105,21 @@ def test_one_step_on_mock_tfds(tmp_path, variant, num_examples):
 @pytest.mark.usefixtures("compilation_cache")
 def test_pretrain_then_evaluate_from_checkpoint(tmp_path, data_dir):
   workdir = str(tmp_path / "run")
-  main.run(tiny_digits(data_dir, total_steps=12, evaluate_at_end=True), workdir)
+  config = tiny_digits(data_dir, total_steps=12, evaluate_at_end=True)
+  config.expected.targets = ({"cell": "linear@all", "accuracy": 50.0, "source": "a test",
+                              "compute": "none"},)
+  main.run(config, workdir)
   report = json.load(open(os.path.join(workdir, "eval", "report.json")))
+  # The published target beside the achieved cell and their difference.
+  (compared,) = report["expected"]["targets"]
+  achieved = 100 * next(r["accuracy"] for r in report["results"]
+                        if (r["features"], r["protocol"], r["labels_per_class"]) ==
+                        ("ssl", "linear", None))
+  assert compared["achieved"] == pytest.approx(achieved)
+  assert compared["difference"] == pytest.approx(achieved - 50.0)
+  assert "## Expected (published) vs achieved" in open(
+      os.path.join(workdir, "eval", "report.md")).read()
+  del report["expected"]
   assert report["dataset"] == "digits" and report["checkpoint_step"] == 12
   rows = {(r["features"], r["protocol"], r["labels_per_class"]): r for r in report["results"]}
   assert set(rows) == {(f, p, n) for f in ("ssl", "random_init", "raw")

@@ -31,6 +31,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep directory: sweep.json, on
 _CONFIGS = flags.DEFINE_multi_string("configs", [], "Config files as a swept axis instead of "
                                      "--config: SPEC or a glob such as configs/*.py:cifar10 "
                                      "(files without that variant are skipped).")
+_REPRODUCE = flags.DEFINE_bool("reproduce", False, "Run only the configs that state published "
+                                "targets (config.expected) and tabulate achieved vs expected.")
 _SET = flags.DEFINE_multi_string("set", [], "KEY=VALUE: a config override for every trial "
                                   "(what --config.KEY=VALUE does for --config; with "
                                   "--configs, the way to override).")
@@ -64,6 +66,7 @@ def main(argv):
       base = trials_lib.apply(base, overrides)
       overrides = {**config_flags.get_override_values(flags.FLAGS["config"]), **overrides}
     found = runner.run(spec, base, overrides, _WORKDIR.value, configs=_CONFIGS.value,
+                       reproduce=_REPRODUCE.value,
                        sweep_flags=_SWEEP.value, seeds=_SEEDS.value, executor=_EXECUTOR.value,
                        parallel=_PARALLEL.value, slurm=_SLURM.value,
                        timeout_min=_TIMEOUT.value, metrics=_METRICS.value)

@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 
-from ssl_jax.sweep.results import Cell
+from ssl_jax.sweep.results import cell_values
 
 DIRECTORY = "hparams"
 
@@ -52,6 +52,5 @@ def write(sweep_dir: str, found: dict, settings: dict[str, dict], cells: dict[st
 
 def trial_cells(report: dict, names: list[str]) -> dict[str, float]:
   """{cell name: accuracy in %} of `report` for the table's cells."""
-  values = {Cell.of_row(row).name: 100.0 * float(row["accuracy"])
-            for row in report.get("results", [])}
+  values = cell_values(report)
   return {name: values[name] for name in names if name in values}

@@ -5,14 +5,14 @@ interval over the setting's seeds, with wall time and throughput; written as
 A report cell is named `protocol@labels`, optionally `@features` (default `ssl`), after the
 trial's `eval/report.json` rows: labels are the labelled examples per class, `all`, or for
 fine-tuning the percentage of the labels: `linear@all`, `knn@all`, `label_propagation@1`,
-`finetune@10%`, `linear@all@random_init`. Without `--metrics` every `ssl` cell of
+`finetune@10%`, `linear@all@random_init`. Where a trial's config states published targets
+(`config.expected`, `ssl_jax.expected`), each row shows them and the difference of its mean. Without `--metrics` every `ssl` cell of
 the first finished trial's report is used.
 
 The interval is Student's t: mean ± t(0.975, n - 1) · std / sqrt(n), std with n - 1 degrees
 of freedom; a setting with one seed has no std or interval.
 """
 import csv
-import dataclasses
 import io
 import json
 import math
@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from ssl_jax import expected
 from ssl_jax.errors import UserError
 from ssl_jax.sweep.launch import read_status
 from ssl_jax.sweep.trials import Trial, trial_name
@@ -29,28 +30,9 @@ from ssl_jax.sweep.trials import Trial, trial_name
 RESULT_FILES = ("results.md", "results.csv", "results.json")
 
 
-@dataclasses.dataclass(frozen=True)
-class Cell:
-  protocol: str
-  labels: str  # "all", a count per class ("10"), or a percentage of the labels ("10%")
-  features: str = "ssl"
-
-  @property
-  def name(self) -> str:
-    suffix = "" if self.features == "ssl" else f"@{self.features}"
-    return f"{self.protocol}@{self.labels}{suffix}"
-
-  @classmethod
-  def of_row(cls, row: dict) -> "Cell":
-    if row.get("label_fraction"):
-      labels = f"{round(100 * row['label_fraction'])}%"
-    else:
-      labels = "all" if row["labels_per_class"] is None else str(row["labels_per_class"])
-    return cls(row["protocol"], labels, row["features"])
-
-
-def parse_metrics(text: str | None) -> list[Cell] | None:
-  """'linear@all,knn@10' -> cells; None for the default (every ssl cell of the reports)."""
+def parse_metrics(text: str | None) -> list[str] | None:
+  """'linear@all,knn@10' -> the cell names; None for the default (every ssl cell of the
+  reports)."""
   if not text:
     return None
   cells = []
@@ -63,7 +45,7 @@ def parse_metrics(text: str | None) -> list[Cell] | None:
     if labels != "all" and not labels.removesuffix("%").isdigit():
       raise UserError(f"--metrics item {item!r}: labels must be 'all', a count per class or "
                       "a percentage (finetune@10%)")
-    cells.append(Cell(parts[0], labels, parts[2] if len(parts) == 3 else "ssl"))
+    cells.append(item)
   return cells
 
 
@@ -75,8 +57,9 @@ def read_report(trial_dir: str) -> dict | None:
     return json.load(f)
 
 
-def _cell_values(report: dict) -> dict[Cell, float]:
-  return {Cell.of_row(r): float(r["accuracy"]) for r in report.get("results", [])}
+def cell_values(report: dict) -> dict[str, float]:
+  """{cell name: accuracy in %} of a report's rows."""
+  return {expected.cell_name(r): 100.0 * float(r["accuracy"]) for r in report.get("results", [])}
 
 
 def _images_per_second(trial_dir: str) -> float | None:
@@ -103,7 +86,7 @@ def summary(values: list[float]) -> dict[str, Any]:
   return {"n": n, "mean": mean, "std": std, "ci95": [mean - half, mean + half]}
 
 
-def collect(sweep_dir: str, trials: list[Trial], cells: list[Cell] | None) -> dict:
+def collect(sweep_dir: str, trials: list[Trial], cells: list[str] | None) -> dict:
   """The sweep's results (what results.json holds)."""
   reports, statuses = {}, {}
   for trial in trials:
@@ -114,7 +97,7 @@ def collect(sweep_dir: str, trials: list[Trial], cells: list[Cell] | None) -> di
       reports[trial.name] = report
   if cells is None:
     first = next(iter(reports.values()), {"results": []})
-    cells = [cell for cell in _cell_values(first) if cell.features == "ssl"]
+    cells = [cell for cell in cell_values(first) if cell.count("@") == 1]  # the ssl cells
   swept = [key for key in (trials[0].setting if trials else {}) if key != "seed"]
   groups: dict[str, list[Trial]] = {}
   for trial in trials:
@@ -126,8 +109,10 @@ def collect(sweep_dir: str, trials: list[Trial], cells: list[Cell] | None) -> di
     row = {"setting": {key: members[0].setting[key] for key in swept}, "name": name,
            "trials": len(members), "finished": len(done), "metrics": {}}
     for cell in cells:
-      values = [_cell_values(reports[t.name]).get(cell) for t in done]
-      row["metrics"][cell.name] = summary([100.0 * v for v in values if v is not None])
+      values = [cell_values(reports[t.name]).get(cell) for t in done]
+      row["metrics"][cell] = summary([v for v in values if v is not None])
+    means = {cell: value["mean"] for cell, value in row["metrics"].items()}
+    row["expected"] = expected.compare(members[0].config, means)
     walls = [statuses[t.name].get("wall_seconds") for t in done]
     row["wall_seconds"] = summary([w for w in walls if w is not None])
     rates = [_images_per_second(t.workdir(sweep_dir)) for t in done]
@@ -137,7 +122,7 @@ def collect(sweep_dir: str, trials: list[Trial], cells: list[Cell] | None) -> di
             if status.get("status") == "failed"}
   unfinished = [name for name, status in statuses.items()
                 if status.get("status") not in ("finished", "failed")]
-  return {"swept": swept, "metrics": [cell.name for cell in cells], "rows": rows,
+  return {"swept": swept, "metrics": list(cells), "rows": rows,
           "failed": failed, "unfinished": unfinished}
 
 
@@ -150,19 +135,27 @@ def _cell_text(cell: dict) -> str:
   return f"{cell['mean']:.1f} ± {cell['std']:.1f} [{low:.1f}, {high:.1f}]"
 
 
+def _expected_text(targets: list[dict]) -> str:
+  """'linear@all 92.10 (-1.3); ...': each published target and the mean's difference."""
+  return "; ".join(
+      f"{t['cell']} {t['accuracy']:.2f}" + ("" if t["difference"] is None else
+                                            f" ({t['difference']:+.1f})") for t in targets)
+
+
 def markdown(results: dict, plots: list[str]) -> str:
   swept, metrics = results["swept"], results["metrics"]
   lines = ["# Sweep results", "",
            "Test accuracy (%) of each report cell: mean ± std [95% interval] over the "
            "setting's seeds (Student's t); wall time and training images/s are means.", "",
-           "| " + " | ".join(swept + metrics + ["seeds", "wall time (s)", "images/s"]) + " |",
-           "|" + "---|" * (len(swept) + len(metrics) + 3)]
+           "| " + " | ".join(swept + metrics + ["seeds", "wall time (s)", "images/s",
+                                                  "expected (achieved - expected)"]) + " |",
+           "|" + "---|" * (len(swept) + len(metrics) + 4)]
   for row in results["rows"]:
     cells = [repr(row["setting"][key]) for key in swept]
     cells += [_cell_text(row["metrics"][name]) for name in metrics]
     wall, rate = row["wall_seconds"]["mean"], row["images_per_second"]["mean"]
     cells += [f"{row['finished']}/{row['trials']}", "" if wall is None else f"{wall:.0f}",
-              "" if rate is None else f"{rate:.0f}"]
+              "" if rate is None else f"{rate:.0f}", _expected_text(row["expected"])]
     lines.append("| " + " | ".join(cells) + " |")
   if results["failed"]:
     lines += ["", "## Failed trials (rerun the sweep to retry them)", ""]

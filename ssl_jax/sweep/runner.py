@@ -5,6 +5,7 @@ import os
 
 from absl import logging
 
+from ssl_jax import expected
 from ssl_jax.errors import UserError
 from ssl_jax.sweep import hparams, launch, results, trials as trials_lib
 
@@ -32,10 +33,12 @@ def _check_trial(config) -> None:
 
 
 def plan(spec: str | None, base, overrides: dict, sweep_dir: str, sweep_flags: list[str],
-         seeds: int | None, configs: list[str] = ()) -> list[trials_lib.Trial]:
+         seeds: int | None, configs: list[str] = (), reproduce: bool = False
+         ) -> list[trials_lib.Trial]:
   """The sweep's trials, checked, and its `sweep.json` written or matched. With `configs`
   (patterns such as `configs/*.py:cifar10`) the config file is one more swept axis, and
-  `overrides` (the command line's `--config.KEY=VALUE`) apply to each."""
+  `overrides` (the command line's `--config.KEY=VALUE`) apply to each. `reproduce` keeps
+  only the trials whose config states published targets (`config.expected`)."""
   flag_settings = [trials_lib.parse_flag(text) for text in sweep_flags]
   if configs:
     specs, skipped = trials_lib.expand_configs(list(configs))
@@ -51,6 +54,16 @@ def plan(spec: str | None, base, overrides: dict, sweep_dir: str, sweep_flags: l
     settings = trials_lib.grid(flag_settings, get_sweep() if get_sweep and not flag_settings
                                else None, seeds, base.seed if base is not None else 0)
   made = trials_lib.trials(base, settings, overrides)
+  if reproduce:
+    kept = [bool(expected.targets(trial.config)) for trial in made]
+    for trial, keep in zip(made, kept):
+      if not keep:
+        logging.info("skipped %s: %s", trial.name, trial.config.expected.note)
+    made = [trial for trial, keep in zip(made, kept) if keep]
+    settings = [setting for setting, keep in zip(settings, kept) if keep]
+    if not made:
+      raise UserError("--reproduce: none of these configs states a published number "
+                      "(config.expected.targets)")
   for trial in made:
     try:
       _check_trial(trial.config)
@@ -61,8 +74,9 @@ def plan(spec: str | None, base, overrides: dict, sweep_dir: str, sweep_flags: l
 
 
 def run(spec: str | None, base, overrides: dict, sweep_dir: str, *, sweep_flags=(),
-        seeds=None, configs=(), executor: str = "local", parallel: int = 1, slurm: tuple = (),
-        timeout_min: float = 7 * 24 * 60, metrics: str | None = None) -> dict:
+        seeds=None, configs=(), reproduce: bool = False, executor: str = "local",
+        parallel: int = 1, slurm: tuple = (), timeout_min: float = 7 * 24 * 60,
+        metrics: str | None = None) -> dict:
   """Plans, runs the trials that are not finished, writes the results; returns them."""
   if parallel < 1:
     raise UserError(f"--parallel must be >= 1, got {parallel}")
@@ -72,7 +86,9 @@ def run(spec: str | None, base, overrides: dict, sweep_dir: str, *, sweep_flags=
   if executor == "slurm":
     slurm_executor = launch.slurm_executor(folder, parse_assignments(list(slurm), "slurm"),
                                            parallel)
-  made = plan(spec, base, overrides, sweep_dir, list(sweep_flags), seeds, configs)
+  made = plan(spec, base, overrides, sweep_dir, list(sweep_flags), seeds, configs, reproduce)
+  if reproduce and cells is None:  # the cells the configs' published targets name
+    cells = sorted({t["cell"] for trial in made for t in expected.targets(trial.config)})
   todo = [(t, t.workdir(sweep_dir)) for t in made
           if launch.read_status(t.workdir(sweep_dir)).get("status") != "finished"]
   logging.info("sweep %s: %d trials, %d to run", sweep_dir, len(made), len(todo))
