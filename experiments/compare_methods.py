@@ -56,22 +56,6 @@ def current_commit() -> str:
   return commit + ("+dirty" if dirty else "")
 
 
-def images_per_second(workdir: str) -> str:
-  """Median training throughput over the run's logged steps (first log row, with compilation,
-  left out)."""
-  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-  rates = sorted(r["images_per_second"] for r in rows[1:] if "images_per_second" in r)
-  return f"{rates[len(rates) // 2]:,.0f}" if rates else ""
-
-
-def cell(report: dict, source: str, protocol: str, per_class) -> str:
-  for row in report["results"]:
-    if (row["features"], row["protocol"], row["labels_per_class"]) == (source, protocol,
-                                                                        per_class):
-      return f"{100 * row['accuracy']:.1f}"
-  return ""
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--out", default="runs/compare_digits")
@@ -84,7 +68,17 @@ def main():
   os.chdir(ROOT)  # the trials' processes import ssl_jax from here
   # pylint: disable-next=g-import-not-at-top
   from ssl_jax.errors import UserError
-  from ssl_jax.sweep import launch, runner, trials  # pylint: disable=g-import-not-at-top
+  from ssl_jax.sweep import launch, results, runner, trials  # pylint: disable=g-import-not-at-top
+
+  def cell(report: dict, source: str, protocol: str, per_class) -> str:
+    name = f"{protocol}@{per_class or 'all'}" + ("" if source == "ssl" else f"@{source}")
+    value = results.cell_values(report).get(name)
+    return "" if value is None else f"{value:.1f}"
+
+  def rate(workdir: str) -> str:
+    value = results.images_per_second(workdir)
+    return "" if value is None else f"{value:,.0f}"
+
   out = os.path.abspath(args.out)
   names = {f"configs/{spec}": name for name, spec in parse_specs(PRESETS.get(args.methods,
                                                                              args.methods))}
@@ -114,7 +108,7 @@ def main():
     label = name if len({r["dataset"] for r in reports.values()}) == 1 else \
         f"{name} ({report['dataset']})"
     lines.append(f"| {label} | " + " | ".join(values)
-                 + f" | {t['train_seconds'] / 60:.1f} min | {images_per_second(t['workdir'])}"
+                 + f" | {t['train_seconds'] / 60:.1f} min | {rate(t['workdir'])}"
                  + f" | {t['eval_seconds'] / 60:.1f} min |")
   for dataset, report in datasets.items():
     label = "raw pixels" if len(datasets) == 1 else f"raw pixels ({dataset})"

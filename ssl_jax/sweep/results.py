@@ -62,15 +62,16 @@ def cell_values(report: dict) -> dict[str, float]:
   return {expected.cell_name(r): 100.0 * float(r["accuracy"]) for r in report.get("results", [])}
 
 
-def _images_per_second(trial_dir: str) -> float | None:
-  """The median training throughput the trial logged."""
-  path = os.path.join(trial_dir, "metrics.jsonl")
+def images_per_second(workdir: str) -> float | None:
+  """The median training throughput a run logged (its first log row, which includes the
+  compilation, left out)."""
+  path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return None
   with open(path) as f:
     rates = [row["images_per_second"] for row in map(json.loads, filter(str.strip, f))
              if "images_per_second" in row]
-  return float(np.median(rates)) if rates else None
+  return float(np.median(rates[1:])) if len(rates) > 1 else None
 
 
 def summary(values: list[float]) -> dict[str, Any]:
@@ -115,7 +116,7 @@ def collect(sweep_dir: str, trials: list[Trial], cells: list[str] | None) -> dic
     row["expected"] = expected.compare(members[0].config, means)
     walls = [statuses[t.name].get("wall_seconds") for t in done]
     row["wall_seconds"] = summary([w for w in walls if w is not None])
-    rates = [_images_per_second(t.workdir(sweep_dir)) for t in done]
+    rates = [images_per_second(t.workdir(sweep_dir)) for t in done]
     row["images_per_second"] = summary([r for r in rates if r is not None])
     rows.append(row)
   failed = {name: status.get("error", "") for name, status in statuses.items()
