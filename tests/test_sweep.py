@@ -1,18 +1,22 @@
 """Sweeps (`python -m ssl_jax.sweep`): grids from flags or a config's `get_sweep`, bad grids
 refused before anything runs, a grid of tiny digits runs through submitit's local executor
 (a table whose means and stds are those of the trials' reports; reruns that skip finished
-trials, resume an interrupted one and retry a failed one), and the SLURM array job submitit
-would submit, checked without a cluster."""
+trials, resume an interrupted one and retry a failed one), the SLURM array job submitit would
+submit, and a real 2-task array on a one-node SLURM cluster with a preempted, requeued task."""
+import glob
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
 
 from ssl_jax.errors import UserError
 from ssl_jax.sweep import launch, product, results, runner, sweep, trials, zip_
+import one_node_slurm
 from tiny_configs import override, tiny_digits
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -256,3 +260,54 @@ def test_slurm_submits_one_array_job_of_the_trials(tmp_path, monkeypatch):
   assert "submitit.core._submit" in text
   assert isinstance(jobs[0].submission().function, submitit.helpers.Checkpointable)
   assert jobs[5].submission().args[1] == planned[5].workdir(str(tmp_path / "sweep"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(one_node_slurm.unavailable()), reason=one_node_slurm.unavailable())
+def test_a_real_two_task_array_on_a_one_node_slurm_cluster(tmp_path, monkeypatch):
+  """`--executor=slurm` against real slurmctld/slurmd daemons: one array job of 2 tasks.
+  Task 0 gets submitit's preemption signal (USR2) once it has saved a checkpoint: the trainer
+  saves at its next step and stops, submitit requeues the task, and the requeued task
+  resumes there, so no step is trained twice. Both trials finish and are tabulated."""
+  from ssl_jax.data import inputs  # pylint: disable=g-import-not-at-top
+  data_dir = str(tmp_path / "tfds")
+  base = _tiny_base(data_dir)
+  override(base, **{"evals.probes.protocols": ("knn",), "total_steps": 120,
+                    "checkpoint_every_steps": 20, "log_every_steps": 10})
+  inputs.Inputs(base, str(tmp_path), create_tokenizer=False).info()  # build digits once
+  sweep_dir = str(tmp_path / "sweep")
+  flags = ["simclr.temperature=0.1,0.5"]
+  first = runner.plan(SPEC, base, {}, sweep_dir, flags, None)[0].workdir(sweep_dir)
+  with one_node_slurm.cluster(str(tmp_path / "slurm")) as conf:
+    monkeypatch.setenv("SLURM_CONF", conf)
+    signalled = []
+
+    def preempt_task_0():  # as a scheduler would, once the trial has a checkpoint
+      deadline = time.time() + 600
+      while time.time() < deadline and not signalled:
+        if os.path.isdir(os.path.join(first, "checkpoints", "20")):
+          jobs = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True,
+                                text=True).stdout.split()
+          task = next(j for j in jobs if j.endswith("_0"))
+          subprocess.run(["scancel", "--signal=USR2", task], check=True)
+          signalled.append(task)
+        time.sleep(0.2)
+
+    watcher = threading.Thread(target=preempt_task_0, daemon=True)
+    watcher.start()
+    found = runner.run(SPEC, base, {}, sweep_dir, sweep_flags=flags, executor="slurm",
+                       parallel=2, slurm=("partition=debug", "time=30", "cpus_per_task=1"),
+                       metrics="knn@all")
+    watcher.join(timeout=1)
+  assert signalled, "task 0 never reached its first checkpoint"
+  assert not found["failed"] and not found["unfinished"], found
+  statuses = [launch.read_status(t.workdir(sweep_dir))
+              for t in runner.plan(SPEC, base, {}, sweep_dir, [], None)]
+  assert [s["status"] for s in statuses] == ["finished", "finished"]
+  assert [s["attempts"] for s in statuses] == [2, 1]  # task 0 ran twice: stopped, requeued
+  with open(os.path.join(first, "metrics.jsonl")) as f:
+    steps = [json.loads(line)["step"] for line in f]
+  assert steps == sorted(set(steps)) and steps[-1] == 120, steps  # resumed, never repeated
+  logs = "".join(open(p).read() for p in glob.glob(str(tmp_path / "sweep" / "submitit" / "*_0_log.err")))
+  assert "Caught signal SIGUSR2" in logs and "Requeued job" in logs, logs
+  assert len(found["rows"]) == 2 and all(r["finished"] == 1 for r in found["rows"])

@@ -17,6 +17,7 @@ one is retried. One failing trial never stops the others.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -57,7 +58,12 @@ class TrialRun(submitit.helpers.Checkpointable):
   """One trial as a submitit job: `ssl_jax.run.run` (train, then evaluate) in its workdir.
 
   `Checkpointable`: on preemption or time-out submitit resubmits the same call, which
-  resumes from the trial's newest checkpoint."""
+  resumes from the trial's newest checkpoint. Under SLURM the stop is graceful: submitit's
+  signal (USR2, sent `signal_delay_s` before the time limit or by a preemption) first asks
+  the trainer to save a checkpoint at the next step and stop, exactly as SIGTERM does; only
+  then does submitit's own handler requeue the task and exit. A task stopped by SIGTERM
+  alone (SLURM's own preemption or `scancel`) exits without a result, so the sweep keeps
+  waiting for the requeued task instead of reading the stopped one as its answer."""
 
   def __call__(self, config, workdir: str) -> dict:
     from ssl_jax.run import run  # pylint: disable=g-import-not-at-top  (jax, in the worker)
@@ -65,18 +71,60 @@ class TrialRun(submitit.helpers.Checkpointable):
     previous = read_status(workdir)
     attempts = previous.get("attempts", 0) + 1
     timings = {}
-    try:
-      outcome = run(config, workdir, timings)
-    except BaseException as e:  # pylint: disable=broad-except  (recorded, then re-raised)
-      _write_status(workdir, {"status": "failed", "error": _error_line(e), "attempts": attempts,
-                              "traceback": traceback.format_exc()[-4000:]})
-      raise
+    with _GracefulRequeue() as requeue:
+      try:
+        outcome = run(config, workdir, timings)
+      except BaseException as e:  # pylint: disable=broad-except  (recorded, then re-raised)
+        _write_status(workdir, {"status": "failed", "error": _error_line(e), "attempts": attempts,
+                                "traceback": traceback.format_exc()[-4000:]})
+        raise
     status = {"status": "finished" if outcome.completed else "interrupted", "attempts": attempts,
               "wall_seconds": previous.get("wall_seconds", 0.0) + time.time() - start,
               "train_seconds": previous.get("train_seconds", 0.0) + timings["train_seconds"],
               "eval_seconds": timings["eval_seconds"]}
     _write_status(workdir, status)
+    if not outcome.completed:
+      requeue.hand_over()
     return status
+
+
+class _GracefulRequeue:
+  """Under SLURM, while a trial trains: submitit's preemption signal is forwarded to the
+  SIGTERM handler in force (the trainer's: checkpoint at the next step, then stop), and
+  submitit's handler for it is kept for `hand_over`. Elsewhere it does nothing."""
+
+  def __init__(self):
+    self.signum = None
+    self._submitit_handler = None
+    self.received = False
+
+  def __enter__(self):
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+      return self
+    from submitit.slurm.slurm import SlurmJobEnvironment  # pylint: disable=g-import-not-at-top
+    self.signum = SlurmJobEnvironment._usr_sig()  # pylint: disable=protected-access
+    self._submitit_handler = signal.signal(self.signum, self._forward)
+    return self
+
+  def _forward(self, signum, frame):
+    del signum
+    self.received = True
+    handler = signal.getsignal(signal.SIGTERM)
+    if callable(handler):
+      handler(signal.SIGTERM, frame)
+
+  def __exit__(self, *exc):
+    if self.signum is not None:
+      signal.signal(self.signum, self._submitit_handler)
+
+  def hand_over(self) -> None:
+    """The trial stopped early under SLURM: requeue through submitit (after its signal), or
+    exit without a result (after SIGTERM alone: SLURM requeues or cancels the task itself)."""
+    if self.signum is None:
+      return
+    if self.received and callable(self._submitit_handler):
+      self._submitit_handler(self.signum, None)  # checkpoints the call, requeues, exits
+    raise SystemExit(-1)
 
 
 def local_gpus() -> list[int]:
@@ -158,14 +206,18 @@ def slurm_executor(folder: str, parameters: dict[str, Any], parallel: int
 
 
 def run_slurm(trials: list[tuple[Trial, str]], executor: submitit.SlurmExecutor,
-              poll_seconds: float = 60.0) -> dict[str, str]:
-  """One array job, a task per trial; waits for them; returns the failed trials' lines."""
+              max_poll_seconds: float = 10.0) -> dict[str, str]:
+  """One array job, a task per trial; waits for them; returns the failed trials' lines.
+
+  The wait polls every second at first and backs off to `max_poll_seconds`; a poll reads the
+  task's result file, and submitit itself rate-limits its `sacct` calls."""
   jobs = executor.map_array(TrialRun(), [t.config for t, _ in trials], [w for _, w in trials])
   print(f"submitted array job {jobs[0].job_id.split('_')[0]} ({len(jobs)} trials)", flush=True)
-  failures = {}
+  failures, poll = {}, 1.0
   for job, (trial, _) in zip(jobs, trials):
     while not job.done():
-      time.sleep(poll_seconds)
+      time.sleep(poll)
+      poll = min(2 * poll, max_poll_seconds)
     try:
       job.result()
     except Exception as e:  # pylint: disable=broad-except
