@@ -70,6 +70,12 @@ def base_config() -> ml_collections.ConfigDict:
   # Linear classifier on stop_gradient(features), trained alongside (BYOL's online probe).
   c.online_probe = ml_collections.ConfigDict(dict(enabled=True, lr=1e-3))
 
+  # The collapse monitor (`ssl_jax/collapse.py`): a log step is flagged when the effective
+  # rank falls below rank_fraction of its highest value so far (dimensional collapse), or the
+  # embedding std below std_fraction of its highest (complete collapse); stop: end training
+  # there with a one-line error instead of a warning.
+  c.collapse = ml_collections.ConfigDict(dict(rank_fraction=0.1, std_fraction=0.1, stop=False))
+
   # Published targets of the recipe (`ssl_jax/expected.py`): report cells with the accuracy
   # (%) a paper or model zoo reached, its source and the compute it assumes; or, with no
   # targets, a note saying why there is no published number.
@@ -159,11 +165,22 @@ def target(cell: str, accuracy: float, source: str, compute: str) -> dict:
   return dict(cell=cell, accuracy=accuracy, source=source, compute=compute)
 
 
-def set_expected(c: ml_collections.ConfigDict, targets: tuple[dict, ...] | None) -> None:
-  """The variant's published targets, when it has any (else the default note stays)."""
+# Why a variant on an embedded dataset has no published target (`config.expected.note`).
+DIGITS_NOTE = ("The embedded 8x8 UCI digits are this codebase's offline stand-in; no paper "
+               "reports on them. The README's measured tables are the reference.")
+PHOTOS_NOTE = ("The embedded photos (32x32 patches of ten photographs) are this codebase's "
+               "offline stand-in; no paper reports on them.")
+
+
+def set_expected(c: ml_collections.ConfigDict, targets: tuple[dict, ...] | None,
+                 note: str | None = None) -> None:
+  """The variant's published targets, when it has any; else `note`, why it has none (without
+  a note the default one stays)."""
   if targets:
     c.expected.targets = tuple(targets)
     c.expected.note = ""
+  elif note:
+    c.expected.note = note
 
 
 def apply_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

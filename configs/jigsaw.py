@@ -48,9 +48,26 @@ Add `,runlocal=True` to any variant for a tiny smoke run (few steps, small batch
 """
 import ml_collections
 
-from configs.common import apply_runlocal, base_config, parse_arg
+from configs.common import (DIGITS_NOTE, PHOTOS_NOTE, apply_runlocal, base_config, parse_arg,
+                            set_expected, target)
 from configs.recipes.image import setup_variant
 from configs.recipes import augmentations
+
+
+# Published targets per variant (`config.expected`). VISSL's ImageNet-1K linear benchmark
+# (eval_resnet_8gpu_transfer_in1k_linear) trains linear heads on average-pooled conv1-res5
+# maps; the probe here reads the globally pooled output.
+EXPECTED = {"imagenet2012": (target(
+    "linear@all", 48.57,
+    "VISSL model zoo, Jigsaw RN50 - 100 permutations, ImageNet-1K (linear heads on pooled "
+    "conv1-res5 maps)", "ResNet-50, 105 epochs, batch 256, 8 GPUs"),)}
+# Why a variant has no published target (`config.expected.note`).
+NOTES = {
+    "digits": DIGITS_NOTE,
+    "photos": PHOTOS_NOTE,
+    "cifar10": ("No published CIFAR-10 number exists for this setting (VISSL's ImageNet recipe "
+                "scaled to 32 px); none is claimed."),
+}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -62,6 +79,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       permutation_selection="average", normalize_tiles=True))
   c.head = ml_collections.ConfigDict(dict(tile_dim=1000, hidden_dim=4096, num_layers=1))
   setup_variant(c, arg.variant, "jigsaw")
+  set_expected(c, EXPECTED.get(arg.variant), NOTES.get(arg.variant))
   c.data.num_views = 1
 
   if arg.variant == "digits":

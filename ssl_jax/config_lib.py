@@ -18,7 +18,7 @@ from ssl_jax.errors import UserError
 RESUMABLE_KEYS = ("total_steps", "total_epochs", "evaluate_at_end", "log_every_steps",
                   "checkpoint_every_steps", "keep_checkpoints", "eval", "evals", "data.data_dir",
                   "data.prefetch", "mesh", "sharding_rules", "fsdp_min_size", "precision",
-                  "remat", "grad_accum_steps", "expected")
+                  "remat", "grad_accum_steps", "expected", "collapse")
 
 
 class TrainingLength(NamedTuple):

@@ -241,6 +241,20 @@ def normalized_std(z: jax.Array) -> jax.Array:
   return jnp.mean(jnp.std(l2_normalize(z.astype(jnp.float32)), axis=0))
 
 
+def effective_rank(z: jax.Array, eps: float = 1e-7) -> jax.Array:
+  """RankMe (Garrido et al. 2023, "RankMe: Assessing the downstream performance of pretrained
+  self-supervised representations by their rank", Eq. 1): exp of the entropy of the
+  singular values of the batch of embeddings z [n, d] normalised to sum to 1,
+  p_k = sigma_k / ||sigma||_1 + eps. It runs from 1 (every embedding on one line: complete
+  collapse) to min(n, d) (all directions used equally); a fall means dimensional collapse.
+  (The singular values are taken directly: through the Gram matrix's eigenvalues float32
+  rounding lifts the zero ones to ~1e-3 of the largest, which reads a rank-1 batch as 1.01.)
+  """
+  sigma = jnp.linalg.svd(z.astype(jnp.float32), compute_uv=False)
+  p = sigma / jnp.maximum(jnp.sum(sigma), jnp.finfo(jnp.float32).tiny) + eps
+  return jnp.exp(-jnp.sum(p * jnp.log(p)))
+
+
 def patch_statistics(patches: jax.Array, eps: float) -> tuple[jax.Array, jax.Array]:
   """Mean and scale sqrt(var + eps) of the pixels of each patch [..., pixels] (keepdims).
 

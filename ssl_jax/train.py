@@ -19,7 +19,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from ssl_jax import accumulation, checkpoint as checkpoint_lib
+from ssl_jax import accumulation, checkpoint as checkpoint_lib, collapse
 from ssl_jax import config_lib, losses, methods, metrics as metrics_lib, modalities, optimizers
 from ssl_jax import parallel, run_lock
 from ssl_jax.errors import TrainingDivergedError
@@ -43,6 +43,8 @@ class Trainer:
     self.modality = modalities.find(config)
     self.mesh = mesh
     self.input_shape = tuple(input_shape)
+    self.total_steps = length.total_steps
+    collapse.check(config.collapse)
     self.probe_classes = num_classes if config.online_probe.enabled else None
     warmup = config_lib.to_steps(config.optimizer, "warmup", length.steps_per_epoch, default=0)
     optimizers.check(config.optimizer)
@@ -136,10 +138,12 @@ class Trainer:
           grads["probe"], state["opt_state"]["probe"], state["params"]["probe"])
       params["probe"] = optax.apply_updates(state["params"]["probe"], updates)
     extra = self.method.update_extra(params["model"], output.extra, step)
+    is_log_step = ((step + 1) % self.config.log_every_steps == 0) | (step + 1 == self.total_steps)
     measurements = {"loss": loss, "lr": self.schedule(step),
                     "grad_norm": optax.tree.norm(grads["model"]),
                     "param_norm": optax.tree.norm(params["model"]),
-                    **output.metrics, **probe_metrics}
+                    **output.metrics, **probe_metrics,
+                    **collapse.measure_at(is_log_step, output.features, output.metrics)}
     new_state = {"step": step + 1, "params": params, "extra": extra, "opt_state": opt_state,
                  "rng": state["rng"]}
     return new_state, measurements
@@ -236,6 +240,8 @@ def _train_holding_lock(config: ml_collections.ConfigDict, workdir: str, inputs:
     logging.info("resumed from %s at step %d", checkpoint_lib.checkpoint_dir(workdir), start)
 
   writer = metrics_lib.MetricsWriter(workdir)
+  monitor = collapse.Monitor(config.collapse)
+  monitor.resume(workdir, start)
   throughput = metrics_lib.Throughput(start, total_steps, config.batch_size)
   batches = inputs.train_batches(start_step=start, process_index=jax.process_index(),
                                  process_count=jax.process_count())
@@ -255,9 +261,13 @@ def _train_holding_lock(config: ml_collections.ConfigDict, workdir: str, inputs:
           scalars = {k: float(v) for k, v in jax.device_get(measurements).items()}
           _check_finite(step, scalars, last_saved)
         if is_log:
+          warning = monitor.observe(step, scalars)
           scalars.update(throughput.update(step))
           writer.write(step, scalars)
           logging.info(metrics_lib.log_line(step, total_steps, scalars))
+          if warning:
+            logging.warning(warning)
+            monitor.stop_if_asked(warning, last_saved)  # CollapseError with config.collapse.stop
         if is_save:
           checkpoints.save(step, state)
           last_saved = step
