@@ -151,6 +151,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.evals.plots = ml_collections.ConfigDict(dict(type="plots", enabled=True))
   # test examples a method's `pictures` draws (eval/<name>.png)
   c.evals.pictures = ml_collections.ConfigDict(dict(type="pictures", num_pictures=8))
+  # The linear segmentation probe on dense features (ssl_jax/evaluators/segmentation.py), off
+  # unless enabled: per-pixel labels from the probe dataset's images ("ink" masks, mask_key
+  # "") or a TFDS dataset's label images (e.g. dataset="scene_parse150",
+  # mask_key="annotation", num_classes=151, ignore_label=0).
+  c.evals.segmentation = ml_collections.ConfigDict(dict(
+      type="segmentation", enabled=False, dataset="", train_split="", test_split="",
+      image_key="image", mask_key="", mask_channel=0, ink_threshold=0.25, num_classes=0,
+      ignore_label=config_dict.placeholder(int), image_size=0, max_train_images=1000,
+      max_test_images=500, epochs=20, lr=0.01, batch_size=64, num_pictures=6))
   return c
 
 

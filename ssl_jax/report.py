@@ -48,11 +48,32 @@ def markdown_table(report: dict) -> str:
       lines.append(f"| {row['features']} | " + " | ".join(
           f"{100 * row[key]:.1f}" for key in ("image_to_text_r1", "image_to_text_r5",
                                               "text_to_image_r1", "text_to_image_r5")) + " |")
+  segmentation = report.get("segmentation")
+  if segmentation:
+    lines += segmentation_lines(segmentation)
   if "expected" in report:
     lines += expected.markdown(report["expected"])
   for name in report.get("plots", []) + report.get("pictures", []):
     lines += ["", f"## {os.path.splitext(name)[0]}", "", f"![{name}]({name})"]
   return "\n".join(lines) + "\n"
+
+
+def segmentation_lines(section: dict, max_classes: int = 20) -> list[str]:
+  """The dense probe's setting and, for up to `max_classes` classes, each class's IoU."""
+  lines = ["", f"## Segmentation: {section['dataset']} {section['split']}", "",
+           f"A linear probe on frozen dense features ({section['train_images']} training and "
+           f"{section['test_images']} test images, {section['classes']} classes, masks "
+           f"{section['masks']}): the rows segmentation_miou and segmentation_pixel_accuracy "
+           "above; `segmentation.png` shows test images, their truth and each source's "
+           "prediction."]
+  if section["classes"] <= max_classes:
+    lines += ["", "IoU (%) per class:", "",
+              "| features | " + " | ".join(str(c) for c in range(section["classes"])) + " |",
+              "|---|" + "---|" * section["classes"]]
+    for source, values in section["iou"].items():
+      lines.append(f"| {source} | " + " | ".join(
+          "" if v is None else f"{100 * v:.1f}" for v in values) + " |")
+  return lines
 
 
 def write(report: dict, images: dict[str, dict[str, np.ndarray]], out_dir: str) -> dict:

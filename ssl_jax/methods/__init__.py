@@ -14,6 +14,10 @@ functions, so neither ever branches on a method's name:
       runs after the optimizer update (EMA targets and their momentum schedules).
   represent(params, extra, images) -> features
       the frozen representation used downstream (normalised images in, [batch, dim] out).
+  represent_dense(params, extra, images) -> [batch, h, w, dim]      (optional)
+      the same network's features before pooling, on their spatial grid: a ViT's patch
+      tokens (CLS dropped), a CNN's last feature map; the dense (segmentation) probe reads
+      them. Methods whose encoder is a `config.encoder` network have it.
   pictures(params, extra, images, rng) -> {name: grid}      (optional)
       what a researcher looks at besides the probes (reconstructions, samples, predicted
       colours): `images` are normalised test images [n, H, W, C] as `represent` takes them;
@@ -46,6 +50,7 @@ The trainer and the evaluators find a method's inputs through the run's modality
 (`ssl_jax.modalities`): a method never reads the modality's name either.
 """
 import dataclasses
+import functools
 import inspect
 from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple
@@ -123,6 +128,7 @@ class Method:
   pictures: Callable[..., dict[str, jax.Array]] | None = None
   test_metrics: Callable[..., dict[str, tuple[jax.Array, jax.Array]]] | None = None
   embed: Mapping[str, Callable[..., jax.Array]] | None = None
+  represent_dense: Callable[..., jax.Array] | None = None
   # "" when the loss is a mean (weighted by `StepOutput.weight`) of per-example terms, so that
   # microbatch gradients add up to the batch's exactly (given BatchNorm-free networks and
   # per-example randomness); otherwise what couples the examples, for the one line that
@@ -227,11 +233,12 @@ def shared_network_method(network: Any, objective: Callable[..., tuple[jax.Array
     value, metrics = objective(*split_views(z, 2))
     return value, StepOutput({"batch_stats": batch_stats}, metrics, split_views(h, 2)[0])
 
-  def represent(params, extra, images):
-    h, _ = apply_in_eval_mode(network, params, extra["batch_stats"], images)
+  def represent(params, extra, images, dense=False):
+    h, _ = apply_in_eval_mode(network, params, extra["batch_stats"], images, dense=dense)
     return h
 
-  return Method(init=init, loss=loss, represent=represent, coupling=coupling)
+  return Method(init=init, loss=loss, represent=represent, coupling=coupling,
+                represent_dense=functools.partial(represent, dense=True))
 
 
 def corrupted_reconstruction_method(

@@ -10,6 +10,7 @@ L + L~); gradients reach only the online network. The representation is the onli
 Config (`config.byol`): base_momentum, final_momentum; `config.encoder`, `config.projector`
 and `config.predictor` give the networks.
 """
+import functools
 from typing import Any
 
 import jax
@@ -68,9 +69,11 @@ def build(config, length) -> Method:
   def update_extra(params, extra, step):
     return {**extra, "target": target.update(extra["target"], params["online"], step)}
 
-  def represent(params, extra, images):
-    h, _ = apply_in_eval_mode(online, params["online"], extra["batch_stats"]["online"], images)
+  def represent(params, extra, images, dense=False):
+    h, _ = apply_in_eval_mode(online, params["online"], extra["batch_stats"]["online"], images,
+                              dense=dense)
     return h
 
   return Method(init=init, loss=loss, represent=represent, update_extra=update_extra,
+                represent_dense=functools.partial(represent, dense=True),
                 coupling="its projector and predictor normalise by the batch's statistics")

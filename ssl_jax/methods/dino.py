@@ -20,6 +20,7 @@ warmup_teacher_temperature, teacher_temperature_warmup_steps/_epochs, center_mom
 base_momentum, final_momentum, freeze_last_layer_steps/_epochs, represent_teacher;
 `config.head` is the `DINOHead`.
 """
+import functools
 from typing import Any
 
 import jax
@@ -133,13 +134,14 @@ def build(config, length) -> Method:
   def update_extra(params, extra, step):
     return {**extra, "teacher": teacher.update(extra["teacher"], params, step)}
 
-  def represent(params, extra, images):
+  def represent(params, extra, images, dense=False):
     if settings.represent_teacher:
       params, batch_stats = extra["teacher"]["params"], extra["teacher"]["batch_stats"]
     else:
       batch_stats = extra["batch_stats"]
-    h, _ = apply_in_eval_mode(network, params, batch_stats, images)
+    h, _ = apply_in_eval_mode(network, params, batch_stats, images, dense=dense)
     return h
 
   return Method(init=init, loss=loss, represent=represent, update_extra=update_extra,
+                represent_dense=functools.partial(represent, dense=True),
                 coupling="the teacher's centre is a mean over the batch")

@@ -26,6 +26,7 @@ deviation, as the authors' visualisation demo does).
 Config (`config.mae`): mask_ratio, norm_pix_loss, norm_pix_eps; `config.encoder` is the ViT
 (`name="vit"`) and `config.decoder` the `MAEDecoder` (width, depth, num_heads, mlp_dim, dtype).
 """
+import functools
 from typing import Any
 
 import jax
@@ -137,9 +138,10 @@ def build(config, length) -> Method:
     value = losses.masked_patch_mse(predicted, targets(patchify(images, patch_size)), mask)
     return value, StepOutput(extra, {}, vit.pool_tokens(latent, pool))
 
-  def represent(params, extra, images):
+  def represent(params, extra, images, dense=False):
     del extra
-    return model.apply({"params": params}, images, method=MaskedAutoencoder.features)
+    return model.apply({"params": params}, images, dense=dense,
+                       method=MaskedAutoencoder.features)
 
   def pictures(params, extra, images, rng):
     del extra
@@ -159,4 +161,5 @@ def build(config, length) -> Method:
 
   # Each image's loss is the mean over its masked patches and every image masks as many, so
   # the batch's loss is a mean of per-image terms: microbatches accumulate exactly.
-  return Method(init=init, loss=loss, represent=represent, pictures=pictures, coupling="")
+  return Method(init=init, loss=loss, represent=represent, pictures=pictures, coupling="",
+                represent_dense=functools.partial(represent, dense=True))

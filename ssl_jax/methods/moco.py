@@ -26,6 +26,7 @@ gradient accumulation exact with a BatchNorm-free encoder (`ssl_jax.accumulation
 Config (`config.moco`): version (2 or 3), temperature, base_momentum, final_momentum,
 queue_size and symmetric (v2); `config.predictor` (v3).
 """
+import functools
 from typing import Any
 
 import jax
@@ -185,10 +186,11 @@ def build(config, length) -> Method:
   def update_extra(params, extra, step):
     return {**extra, "target": key_encoder.update(extra["target"], params["query"], step)}
 
-  def represent(params, extra, images):
+  def represent(params, extra, images, dense=False):
     h, _ = apply_in_eval_mode(query_network, params["query"], extra["batch_stats"]["query"],
-                              images)
+                              images, dense=dense)
     return h
+  represent_dense = functools.partial(represent, dense=True)
 
   if version == 3:
     # The other keys of the batch are the negatives, and they meet the queries only as
@@ -196,7 +198,9 @@ def build(config, length) -> Method:
     # when the encoder has no BatchNorm (a ViT, as in the paper).
     contrastive = EmbeddingLoss(embed=embed_views, loss=contrast)
     return Method(init=init, loss=composed_loss(contrastive), represent=represent,
+                  represent_dense=represent_dense,
                   update_extra=update_extra, embedding_loss=contrastive,
                   coupling="the other keys of the batch are the negatives")
   return Method(init=init, loss=loss, represent=represent, update_extra=update_extra,
+                represent_dense=represent_dense,
                 coupling="the batch's keys enter the queue of negatives together")

@@ -9,6 +9,7 @@ monitor, ~1/sqrt(d) when healthy and 0 when collapsed). The representation is f(
 Config: `config.encoder`, `config.projector` (3 layers with a BatchNorm output in the paper)
 and `config.predictor` (a 2-layer bottleneck MLP).
 """
+import functools
 from typing import Any
 
 import jax
@@ -51,9 +52,11 @@ def build(config, length) -> Method:
     new_extra = {"batch_stats": {"network": network_stats, "predictor": predictor_stats}}
     return value, StepOutput(new_extra, metrics, split_views(h, 2)[0])
 
-  def represent(params, extra, images):
-    h, _ = apply_in_eval_mode(network, params["network"], extra["batch_stats"]["network"], images)
+  def represent(params, extra, images, dense=False):
+    h, _ = apply_in_eval_mode(network, params["network"], extra["batch_stats"]["network"], images,
+                              dense=dense)
     return h
 
   return Method(init=init, loss=loss, represent=represent,
+                represent_dense=functools.partial(represent, dense=True),
                 coupling="its projector and predictor normalise by the batch's statistics")

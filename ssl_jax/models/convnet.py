@@ -2,7 +2,8 @@
 
 A ResNet's stem and four stages are built for 32px and larger; on 8x8 inputs a plain
 VGG-style stack (3x3 conv, BatchNorm, ReLU; stride 2 between stages) trains in seconds on a
-CPU and reaches a useful representation. Output: pooled features [batch, widths[-1]].
+CPU and reaches a useful representation. Output: pooled features [batch, widths[-1]], or with
+`dense=True` the last feature map [batch, h, w, widths[-1]] (dense probes).
 """
 import dataclasses
 from typing import Any, Sequence
@@ -20,7 +21,7 @@ class Encoder(nn.Module):
   dtype: Any = dataclasses.field(default_factory=policy.compute_dtype)
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, dense: bool = False):
     dtype = jnp.dtype(self.dtype)
     x = x.astype(dtype)
     for stage, width in enumerate(self.widths):
@@ -29,4 +30,4 @@ class Encoder(nn.Module):
         x = nn.Conv(width, (3, 3), strides, use_bias=False, dtype=dtype)(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=dtype)(x)
         x = nn.relu(x)
-    return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+    return (x if dense else jnp.mean(x, axis=(1, 2))).astype(jnp.float32)

@@ -49,7 +49,10 @@ class ProjectedEncoder(nn.Module):
   encoder: nn.Module
   projector: nn.Module
 
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, dense: bool = False):
+    """(h, z); with `dense=True` (h's feature map, None): the projector is not applied."""
+    if dense:
+      return self.encoder(x, train=train, dense=True), None
     h = self.encoder(x, train=train)
     return h, self.projector(h, train=train)
 

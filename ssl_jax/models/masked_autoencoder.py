@@ -115,7 +115,8 @@ class MaskedAutoencoder(nn.Module):
     patch_dim = self.encoder.patch_size ** 2 * images.shape[-1]
     return latent, self.decoder(latent, restore_indices, patch_dim, train)
 
-  def features(self, images: jax.Array, train: bool = False) -> jax.Array:
-    """The encoder on every patch, no masking, pooled: [B, D] float32."""
-    return self.encoder(images, train)
+  def features(self, images: jax.Array, train: bool = False, dense: bool = False) -> jax.Array:
+    """The encoder on every patch, no masking, pooled: [B, D] float32 (with `dense=True` the
+    patch tokens on their grid [B, grid, grid, D])."""
+    return self.encoder(images, train, dense=dense)
 

@@ -56,7 +56,8 @@ class BottleneckBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-  """ResNet trunk returning pooled features [batch, width]."""
+  """ResNet trunk returning pooled features [batch, width] (with `dense=True` the last
+  feature map [batch, h, w, width], for dense probes)."""
   depth: int = 50
   cifar_stem: bool = False
   width: int = 64
@@ -66,7 +67,7 @@ class Encoder(nn.Module):
   remat: bool = dataclasses.field(default_factory=policy.remat_blocks)
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, dense: bool = False):
     if self.depth not in _STAGES:
       raise ValueError(f"ResNet depth must be one of {sorted(_STAGES)}, got {self.depth}")
     block_kind, stage_sizes = _STAGES[self.depth]
@@ -92,4 +93,4 @@ class Encoder(nn.Module):
         strides = 2 if stage > 0 and index == 0 else 1
         x = block(self.width * 2**stage, strides, conv, norm, name=f"{name}_{count}")(x)
         count += 1
-    return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+    return (x if dense else jnp.mean(x, axis=(1, 2))).astype(jnp.float32)

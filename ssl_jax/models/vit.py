@@ -254,6 +254,12 @@ class Encoder(nn.Module):
     """All final tokens [batch, 1 + N, width] (CLS first) as float32."""
     return self.encode(self.embed(x, train), train).astype(jnp.float32)
 
-  def __call__(self, x, train: bool = False):
-    """Pooled features [batch, width] as float32: the CLS token or the patch-token mean."""
-    return pool_tokens(self.encode(self.embed(x, train), train), self.pool).astype(jnp.float32)
+  def __call__(self, x, train: bool = False, dense: bool = False):
+    """Pooled features [batch, width] as float32: the CLS token or the patch-token mean; with
+    `dense=True` the final patch tokens on their grid [batch, grid, grid, width] (the CLS
+    token dropped), for dense probes."""
+    tokens = self.encode(self.embed(x, train), train)
+    if dense:
+      grid = x.shape[1] // self.patch_size
+      return tokens[:, 1:].reshape(x.shape[0], grid, grid, -1).astype(jnp.float32)
+    return pool_tokens(tokens, self.pool).astype(jnp.float32)
