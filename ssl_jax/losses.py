@@ -141,6 +141,82 @@ def clip_info_nce(image_embeddings: jax.Array, text_embeddings: jax.Array,
   return (image_to_text + text_to_image) / 2, logits
 
 
+def sigmoid_pair_loss(image_embeddings: jax.Array, text_embeddings: jax.Array,
+                      log_scale: jax.Array, bias: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """SigLIP's pairwise sigmoid loss over all pairs of the global batch (Zhai et al. 2023,
+  "Sigmoid Loss for Language Image Pre-Training", Eq. 2, Alg. 1):
+
+    L = -1/N sum_i sum_j log sigmoid(z_ij (exp(t') <x_i, y_j> + b)),
+
+  z_ij = 1 for a matching pair (i = j) and -1 otherwise; x, y L2-normalised; t' and b are
+  learned (no clipping of exp(t')). Every pair is its own binary problem, so no softmax
+  normalises over the batch. Returns (loss, logits [N, N], images on the rows). This dense
+  form materialises the N x N logits; `sigmoid_pair_loss_ring` computes the same number in
+  blocks of the local batch.
+  """
+  images = l2_normalize(image_embeddings.astype(jnp.float32))
+  texts = l2_normalize(text_embeddings.astype(jnp.float32))
+  logits = jnp.exp(log_scale) * images @ texts.T + bias
+  signs = 2.0 * jnp.eye(logits.shape[0]) - 1.0
+  return -jnp.sum(jax.nn.log_sigmoid(signs * logits)) / logits.shape[0], logits
+
+
+def sigmoid_pair_loss_ring(image_embeddings: jax.Array, text_embeddings: jax.Array,
+                           log_scale: jax.Array, bias: jax.Array, mesh: jax.sharding.Mesh
+                           ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """`sigmoid_pair_loss` with the batch sharded over every axis of `mesh`, computed the way
+  the paper does (Sec. 3.3, Fig. 1): each device scores its own images against one block of
+  texts at a time, starting with its own block (the only one holding positives), then passes
+  the block to the next device around a ring (`ppermute`), D steps for D devices. A device
+  never holds more than a [N/D, N/D] block of logits, so memory does not grow with the device
+  count, and only embeddings, not logits, cross devices.
+
+  Also returns the in-batch retrieval accuracies without the N x N matrix:
+  `image_to_text_accuracy` (an image's pair scores above every other text) from each row's
+  running maximum, `text_to_image_accuracy` from a running maximum that travels around the
+  ring with its text block and comes home after D steps.
+  """
+  axes = tuple(mesh.axis_names)
+  spec = jax.sharding.PartitionSpec(axes)
+  devices = mesh.size
+  ring = [(i, (i + 1) % devices) for i in range(devices)]
+
+  def local(images, texts, log_scale, bias):
+    images = l2_normalize(images.astype(jnp.float32))
+    texts = l2_normalize(texts.astype(jnp.float32))
+    scale = jnp.exp(log_scale)
+    own = scale * jnp.sum(images * texts, axis=-1) + bias  # the positives' logits [n]
+    diagonal = jnp.eye(images.shape[0], dtype=bool)
+
+    def block(k, carry):
+      total, row_max, texts, column_max = carry
+      logits = scale * images @ texts.T + bias
+      positive = diagonal & (k == 0)  # only the device's own block holds its pairs
+      total = total - jnp.sum(jax.nn.log_sigmoid(jnp.where(positive, logits, -logits)))
+      negatives = jnp.where(positive, -jnp.inf, logits)
+      row_max = jnp.maximum(row_max, jnp.max(negatives, axis=1))
+      column_max = jnp.maximum(column_max, jnp.max(negatives, axis=0))
+      texts, column_max = jax.lax.ppermute((texts, column_max), axes, ring)
+      return total, row_max, texts, column_max
+
+    # The loop's carry varies across devices from the start (shard_map's type check).
+    fresh = jax.lax.pcast((jnp.zeros(()), jnp.full(own.shape, -jnp.inf),
+                           jnp.full(own.shape, -jnp.inf)), axes, to="varying")
+    start = (fresh[0], fresh[1], texts, fresh[2])
+    total, row_max, _, column_max = jax.lax.fori_loop(0, devices, block, start)
+    size = images.shape[0] * devices
+    return (jax.lax.psum(total, axes) / size,
+            jax.lax.psum(jnp.sum(own > row_max), axes) / size,
+            jax.lax.psum(jnp.sum(own > column_max), axes) / size)
+
+  loss, image_to_text, text_to_image = jax.shard_map(
+      local, mesh=mesh, in_specs=(spec, spec, jax.sharding.PartitionSpec(),
+                                  jax.sharding.PartitionSpec()),
+      out_specs=jax.sharding.PartitionSpec())(image_embeddings, text_embeddings, log_scale,
+                                              bias)
+  return loss, {"image_to_text_accuracy": image_to_text, "text_to_image_accuracy": text_to_image}
+
+
 def cosine_similarity(a: jax.Array, b: jax.Array) -> jax.Array:
   """Per-row cosine similarity <a, b> / (||a|| ||b||) in float32, shape [N]."""
   a = l2_normalize(a.astype(jnp.float32))

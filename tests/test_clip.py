@@ -2,7 +2,8 @@
 scale clipped at 100), zero-shot classification and retrieval recall on hand-made embeddings,
 the text tower's padding invariance, sharded = single-device steps, the image–caption
 pipeline's exact resumption, one step of coco_captions on mock TFDS data, and a run end to end
-with its zero-shot and retrieval rows."""
+with its zero-shot and retrieval rows. SigLIP, which shares CLIP's towers and evaluation
+(`methods.clip.image_text_method`), takes the mock coco_captions step here too."""
 import dataclasses
 import functools
 import itertools
@@ -17,6 +18,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import clip as clip_config
+from configs import siglip as siglip_config
 from ssl_jax import config_lib, evaluate, evaluators, losses, train
 from ssl_jax.data import inputs as inputs_lib
 from ssl_jax.eval import cross_modal
@@ -30,8 +32,9 @@ def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp("tfds"))
 
 
-def _tiny(data_dir, variant="digits,runlocal=True", **dotted):
-  config = clip_config.get_config(variant)
+def _tiny(data_dir, variant="digits,runlocal=True", module=clip_config, **dotted):
+  """The variant's runlocal config of `module` (configs/clip.py, or SigLIP's), tinier."""
+  config = module.get_config(variant)
   config.unlock()
   return override(config, **{
       "data.data_dir": data_dir, "batch_size": 16, "total_steps": 3, "evaluate_at_end": False,
@@ -159,16 +162,20 @@ def test_sharded_step_equals_single_device(data_dir):
   """SGD rather than AdamW, as for the language models: the text tower's attention key bias
   has a true gradient of 0, and Adam would scale its rounding noise into full-size steps."""
   config = _tiny(data_dir, mesh="data:-1", **{"optimizer.name": "sgd", "optimizer.lr": 0.1})
-  rng = np.random.default_rng(0)
-  tokens = rng.integers(5, 300, size=(2, 16, 24)).astype(np.int32)
-  lengths = rng.integers(3, 25, size=(2, 16))
-  attention = (np.arange(24)[None, None, :] < lengths[..., None]).astype(np.int32)
-  batches = [{"views": rng.integers(0, 256, size=(16, 1, 16, 16, 3)).astype(np.uint8),
-              "tokens": tokens[i] * attention[i], "attention_mask": attention[i],
-              "label": rng.integers(0, 10, size=(16,)).astype(np.int32)} for i in range(2)]
   length = config_lib.training_length(config, 5028)
-  results = steps_on_meshes(config, batches, (16, 16, 3), length)
+  results = steps_on_meshes(config, caption_batches(), (16, 16, 3), length)
   assert_sharded_equals_single_device(results)
+
+
+def caption_batches(count=2, size=16, length=24):
+  """Random 16x16 images with random token rows of random lengths (right padding)."""
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(5, 300, size=(count, size, length)).astype(np.int32)
+  lengths = rng.integers(3, length + 1, size=(count, size))
+  attention = (np.arange(length)[None, None, :] < lengths[..., None]).astype(np.int32)
+  return [{"views": rng.integers(0, 256, size=(size, 1, 16, 16, 3)).astype(np.uint8),
+           "tokens": tokens[i] * attention[i], "attention_mask": attention[i],
+           "label": rng.integers(0, 10, size=(size,)).astype(np.int32)} for i in range(count)]
 
 
 def test_pipeline_pairs_captions_and_resumes_exactly(data_dir, tmp_path):
@@ -226,15 +233,21 @@ def _mock_coco_captions(self, split, decoders=None, read_config=None, shuffle_fi
   return ds.map(functools.partial(features.decode_example, decoders=decoders.decoders))
 
 
-def test_one_step_of_coco_captions_on_mock_tfds(tmp_path):
-  config = _tiny(None, "coco_captions,runlocal=True", total_steps=1, batch_size=4,
+@pytest.mark.parametrize("module", [clip_config, siglip_config], ids=["clip", "siglip"])
+def test_one_step_of_coco_captions_on_mock_tfds(module, tmp_path):
+  config = _tiny(None, "coco_captions,runlocal=True", module, total_steps=1, batch_size=4,
                  **{"data.image_size": 32, "data.eval_resize": 32, "data.max_length": 16,
                     "transformer.max_length": 16})
   with tfds.testing.mock_data(as_dataset_fn=_mock_coco_captions):
     state = train.run(config, str(tmp_path))
   assert int(state["step"]) == 1
   row = json.loads(open(tmp_path / "metrics.jsonl").readline())
-  assert row["step"] == 1 and np.isfinite(row["loss"]) and 0 < row["temperature"] <= 0.07 + 1e-3
+  assert row["step"] == 1 and np.isfinite(row["loss"])
+  if module is clip_config:
+    assert 0 < row["temperature"] <= 0.07 + 1e-3
+  else:  # SigLIP's t' starts at log 10 and b at -10
+    assert row["temperature"] == pytest.approx(0.1, rel=0.05)
+    assert row["bias"] == pytest.approx(-10.0, abs=0.1)
   probed = evaluate.probe_config(config)  # zero-shot and probes on CIFAR-10's plain images
   assert (probed.dataset, probed.data.modality) == ("cifar10", "image")
 

@@ -26,6 +26,7 @@ SHIPPED_VARIANTS = {
     "cpc": ("japanese_vowels", "basic_motions", "speech_commands", "librispeech"),
     "frame_prediction": ("moving_digits", "moving_mnist", "ucf101"),
     "clip": ("digits", "photos", "coco_captions"),
+    "siglip": ("digits", "photos", "coco_captions"),
 }
 
 # (config module, key under `config.`, bad value, what the message says is allowed). The config
@@ -70,6 +71,8 @@ BAD_SETTINGS = [
     ("frame_prediction", "frame_prediction.code_dim", 0, ">= 1"),
     ("clip", "clip.init_temperature", 0.0, "> 0"),
     ("clip", "clip.embed_dim", 0, ">= 1"),
+    ("siglip", "siglip.init_temperature", -1.0, "> 0"),
+    ("siglip", "siglip.init_bias", float("nan"), "must be a number"),
 ]
 
 

@@ -31,20 +31,41 @@ from ssl_jax.models import (apply_in_eval_mode, apply_in_train_mode, build_encod
                             init_variables, transformer)
 
 
-def network(config) -> clip.CLIP:
-  """The two towers that `config` describes (checked)."""
-  settings = config.clip
-  check_number("config.clip.embed_dim", settings.embed_dim, minimum=1, integer=True)
-  check_number("config.clip.init_temperature", settings.init_temperature, above=0)
+def network(config, section: str = "clip", init_bias: float | None = None) -> clip.CLIP:
+  """The two towers that `config` describes (checked); `config.<section>` (config.clip, or
+  SigLIP's config.siglip) gives embed_dim and init_temperature."""
+  settings, key = config[section], f"config.{section}"
+  check_number(f"{key}.embed_dim", settings.embed_dim, minimum=1, integer=True)
+  check_number(f"{key}.init_temperature", settings.init_temperature, above=0)
   text = transformer.Decoder(vocab_size=config.tokenizer.vocab_size, **config.transformer)
   return clip.CLIP(image_encoder=build_encoder(config.encoder), text_encoder=text,
-                   embed_dim=settings.embed_dim, init_temperature=settings.init_temperature)
+                   embed_dim=settings.embed_dim, init_temperature=settings.init_temperature,
+                   init_bias=init_bias)
 
 
 def build(config, length) -> Method:
   del length  # No schedule besides the optimizer's.
   check_num_views(config, 1, "clip")
-  model = network(config)
+
+  def symmetric_info_nce(params, embeddings):
+    """The symmetric InfoNCE of the whole batch's pairs (every other pair a negative)."""
+    log_scale = params["log_logit_scale"]
+    value, logits = losses.clip_info_nce(embeddings["image"], embeddings["text"], log_scale)
+    pairs = jnp.arange(logits.shape[0])
+    return value, {"image_to_text_accuracy": losses.top1_accuracy(logits, pairs),
+                   "text_to_image_accuracy": losses.top1_accuracy(logits.T, pairs),
+                   "temperature": 1.0 / losses.clip_logit_scale(log_scale)}
+
+  return image_text_method(network(config), symmetric_info_nce)
+
+
+def image_text_method(model: clip.CLIP, pair_loss) -> Method:
+  """A `Method` around two towers and a loss over the batch's image and text embeddings,
+  `pair_loss(params, {"image", "text"}) -> (loss, metrics)` (CLIP's, SigLIP's). The loss
+  couples the batch only through the embeddings: with BatchNorm-free towers, gradient
+  accumulation is exact through gradient caching (`ssl_jax.accumulation`). The
+  representation is the image tower's pooled output h; `embed` gives the unit-norm joint
+  embeddings for zero-shot classification and retrieval."""
 
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
     params, batch_stats = init_variables(model, rng, batch["views"][:, 0], batch["tokens"],
@@ -60,18 +81,10 @@ def build(config, length) -> Method:
             "text": text_embeddings}, batch_stats
 
   def contrast(params, extra, embeddings, batch_stats, step):
-    """The symmetric InfoNCE of the whole batch's pairs (every other pair a negative)."""
     del extra, step
-    log_scale = params["log_logit_scale"]
-    value, logits = losses.clip_info_nce(embeddings["image"], embeddings["text"], log_scale)
-    pairs = jnp.arange(logits.shape[0])
-    metrics = {"image_to_text_accuracy": losses.top1_accuracy(logits, pairs),
-               "text_to_image_accuracy": losses.top1_accuracy(logits.T, pairs),
-               "temperature": 1.0 / losses.clip_logit_scale(log_scale)}
+    value, metrics = pair_loss(params, embeddings)
     return value, StepOutput({"batch_stats": batch_stats}, metrics, embeddings["features"])
 
-  # The negatives couple the batch only through the embeddings: with BatchNorm-free towers,
-  # gradient accumulation is exact through gradient caching (`ssl_jax.accumulation`).
   contrastive = EmbeddingLoss(embed=embed_pairs, loss=contrast)
 
   def represent(params, extra, images):

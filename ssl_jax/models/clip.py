@@ -29,11 +29,14 @@ class CLIP(nn.Module):
     embed_dim: width of the joint embedding space.
     init_temperature: the softmax temperature at initialisation (the paper's 0.07), stored as
       the log of its inverse.
+    init_bias: when set, a learned logit bias `logit_bias` with this initial value (SigLIP's
+      b, initialised at -10); CLIP has none.
   """
   image_encoder: nn.Module
   text_encoder: transformer.Decoder
   embed_dim: int
   init_temperature: float = 0.07
+  init_bias: float | None = None
 
   def setup(self):
     self.image_projection = nn.Dense(self.embed_dim, use_bias=False)
@@ -41,6 +44,9 @@ class CLIP(nn.Module):
     initial = math.log(1.0 / self.init_temperature)
     self.log_logit_scale = self.param("log_logit_scale",
                                       lambda _: jnp.asarray(initial, jnp.float32))
+    if self.init_bias is not None:
+      self.logit_bias = self.param("logit_bias",
+                                   lambda _: jnp.asarray(self.init_bias, jnp.float32))
 
   def encode_image(self, images, train: bool = False) -> tuple[Any, Any]:
     """(features h [b, D_i], image embedding [b, embed_dim])."""

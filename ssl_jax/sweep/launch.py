@@ -68,6 +68,7 @@ class TrialRun(submitit.helpers.Checkpointable):
   def __call__(self, config, workdir: str) -> dict:
     from ssl_jax.run import run  # pylint: disable=g-import-not-at-top  (jax, in the worker)
     start = time.time()
+    share_compilation_cache(workdir)
     previous = read_status(workdir)
     attempts = previous.get("attempts", 0) + 1
     timings = {}
@@ -86,6 +87,20 @@ class TrialRun(submitit.helpers.Checkpointable):
     if not outcome.completed:
       requeue.hand_over()
     return status
+
+
+def share_compilation_cache(workdir: str) -> None:
+  """In a trial's own process (local or SLURM), the trials of a sweep share JAX's persistent
+  compilation cache, `SWEEP_WORKDIR/xla_cache`, unless the user set one
+  (JAX_COMPILATION_CACHE_DIR): trials that differ only in evaluation settings or the seed
+  compile the same programs, and all but the first read them (a tiny digits trial here: 25 s
+  -> 11 s). The in-process debug executor leaves the calling process's JAX settings alone."""
+  if os.environ.get("SUBMITIT_EXECUTOR") not in ("local", "slurm"):
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.config.jax_compilation_cache_dir is None:
+    jax.config.update("jax_compilation_cache_dir",
+                      os.path.join(os.path.dirname(os.path.abspath(workdir)), "xla_cache"))
 
 
 class _GracefulRequeue:
