@@ -217,6 +217,48 @@ def sigmoid_pair_loss_ring(image_embeddings: jax.Array, text_embeddings: jax.Arr
   return loss, {"image_to_text_accuracy": image_to_text, "text_to_image_accuracy": text_to_image}
 
 
+def sinkhorn_knopp(scores: jax.Array, epsilon: float = 0.05, iterations: int = 3) -> jax.Array:
+  """Soft assignments of a batch to K prototypes with equal shares (SwAV, Caron et al. 2020,
+  Sec. 3.1 and Alg. 1; also DINOv2's teacher centring, Oquab et al. 2024, Sec. 4).
+
+  Q = exp(scores / epsilon) [B, K] is scaled alternately so that every prototype receives
+  1/K of the mass and every example 1/B, `iterations` (>= 1) times (the paper's 3; the
+  paper's first division of Q by its total is absorbed by the first scaling), and returned
+  with each example's row summing to 1. The sums over examples run over the global batch: in
+  a jit over a sharded batch they are cross-device reductions, as the papers' all-reduce.
+  The scaling runs on log Q (log-sum-exp normalisations, the same numbers), so that scores /
+  epsilon of a few hundred neither overflow exp nor underflow a prototype's whole column to
+  0 / 0.
+  """
+  log_q = scores.astype(jnp.float32) / epsilon
+  batch, prototypes = log_q.shape
+  for _ in range(iterations):
+    # each prototype: 1 / K of the mass; then each example: 1 / B
+    log_q = log_q - jax.nn.logsumexp(log_q, axis=0, keepdims=True) - jnp.log(prototypes)
+    log_q = log_q - jax.nn.logsumexp(log_q, axis=1, keepdims=True) - jnp.log(batch)
+  return jnp.exp(log_q) * batch
+
+
+def koleo(features: jax.Array, eps: float = 1e-8) -> jax.Array:
+  """The KoLeo regulariser (Sablayrolles et al. 2019, Eq. 5; DINOv2, Oquab et al. 2024,
+  Sec. 4): -1/n sum_i log(d_i), d_i the distance from the L2-normalised feature i to its
+  nearest neighbour among the other features of the batch. It spreads the features
+  uniformly on the sphere.
+
+  The distance is sqrt(||x_i - x_j||^2 + eps^2): a batch with duplicate features (d_i = 0)
+  gives log(eps), finite, and a finite gradient, where the plain norm's gradient is 0/0 at a
+  duplicate (a failure reported of the reference code). The neighbour is found over the
+  whole (global) batch.
+  """
+  x = l2_normalize(features.astype(jnp.float32))
+  similarities = x @ x.T
+  similarities = jnp.where(jnp.eye(x.shape[0], dtype=bool), -jnp.inf, similarities)
+  neighbours = jax.lax.stop_gradient(jnp.argmax(similarities, axis=1))
+  difference = x - x[neighbours]
+  distances = jnp.sqrt(jnp.sum(difference * difference, axis=-1) + eps * eps)
+  return -jnp.mean(jnp.log(distances))
+
+
 def cosine_similarity(a: jax.Array, b: jax.Array) -> jax.Array:
   """Per-row cosine similarity <a, b> / (||a|| ||b||) in float32, shape [N]."""
   a = l2_normalize(a.astype(jnp.float32))
