@@ -71,6 +71,7 @@ BAD_SETTINGS = [
     ("frame_prediction", "frame_prediction.code_dim", 0, ">= 1"),
     ("clip", "clip.init_temperature", 0.0, "> 0"),
     ("clip", "clip.embed_dim", 0, ">= 1"),
+    ("mae", "encoder.registers", 4, "MAE's encoder takes no register tokens"),
     ("siglip", "siglip.init_temperature", -1.0, "> 0"),
     ("siglip", "siglip.init_bias", float("nan"), "must be a number"),
 ]

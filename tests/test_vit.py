@@ -169,3 +169,28 @@ def test_build_encoder_by_name():
   local = jax.eval_shape(lambda p, x: encoder.apply({"params": p}, x), params,
                          jnp.zeros((2, 96, 96, 3)))
   assert local.shape == (2, 384)
+
+
+def test_register_tokens_are_attended_and_dropped_from_every_output():
+  """Darcet et al. 2024: R learned tokens after CLS, no position embedding, dropped after the
+  blocks. The outputs keep their shapes; the registers change them (the blocks attend to
+  them); without registers the parameters are the plain ViT's."""
+  kwargs = dict(size="tiny", width=16, depth=2, num_heads=2, mlp_dim=32, patch_size=4,
+                image_size=16, pool="mean")
+  images = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
+  plain, with_registers = Encoder(**kwargs), Encoder(**kwargs, registers=4)
+  params = with_registers.init(jax.random.PRNGKey(1), images)["params"]
+  assert params["registers"].shape == (1, 4, 16)
+  plain_params = {k: v for k, v in params.items() if k != "registers"}
+  assert set(plain.init(jax.random.PRNGKey(1), images)["params"]) == set(plain_params)
+  pooled = with_registers.apply({"params": params}, images)
+  dense = with_registers.apply({"params": params}, images, dense=True)
+  tokens = with_registers.apply({"params": params}, images, method="tokens")
+  assert pooled.shape == (2, 16) and dense.shape == (2, 4, 4, 16) and tokens.shape == (2, 17, 16)
+  np.testing.assert_allclose(jnp.mean(dense, axis=(1, 2)), pooled, rtol=1e-5, atol=1e-6)
+  without = plain.apply({"params": plain_params}, images)
+  assert float(jnp.max(jnp.abs(pooled - without))) > 0  # std-0.02 registers: a small change
+  def pooled_sum(registers):  # the features depend on every register: attended
+    return jnp.sum(with_registers.apply({"params": {**params, "registers": registers}}, images))
+  gradient = jax.grad(pooled_sum)(params["registers"])
+  assert bool(jnp.all(jnp.any(gradient != 0, axis=-1)))

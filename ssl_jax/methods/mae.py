@@ -71,6 +71,9 @@ def _check(config) -> tuple[int, int]:
   if config.encoder.name != "vit":
     raise UserError(f"MAE needs a ViT encoder (config.encoder.name='vit'), got "
                     f"'{config.encoder.name}'")
+  if config.encoder.get("registers", 0):
+    raise UserError("MAE's encoder takes no register tokens (config.encoder.registers must be "
+                    f"0, got {config.encoder.registers}): it runs on the visible patches alone")
   patch_size, image_size = config.encoder.patch_size, config.data.image_size
   if image_size % patch_size:
     raise UserError(f"config.data.image_size {image_size} is not divisible by "

@@ -24,6 +24,10 @@ tokens between the two halves):
   `embed(x, train)`   -> [batch, 1 + N, width]: CLS token and patch tokens plus positions;
   `encode(t, train)`  -> the blocks and final LayerNorm on any token sequence [batch, T, width];
   `tokens(x, train)`  -> `encode(embed(x))` as float32 [batch, 1 + N, width].
+With `registers=R > 0` (Darcet et al. 2024, "Vision Transformers Need Registers", Sec. 3: R
+learned tokens without position embeddings, the DINOv2 recipe's 4), `__call__` and `tokens`
+insert the registers after the CLS token before the blocks and drop them after, so every
+output keeps the layout above; `embed` and `encode` alone (MAE's path) have none.
 Call them with `encoder.apply(variables, x, train=..., method="tokens")`, or as
 `self.encoder.tokens(x, train)` from a parent module. With `train=True` and `dropout` or
 `drop_path` above zero the call needs a "dropout" RNG (`rngs={"dropout": key}`); with
@@ -167,6 +171,8 @@ class Encoder(nn.Module):
       (`nn.remat`, Chen et al. 2016): the same numbers, activation memory of one block plus
       the blocks' inputs, about one more forward pass of compute.
     width, depth, num_heads, mlp_dim: overrides of the `size` preset (None keeps it).
+    registers: learned register tokens attended by every block and dropped from the outputs
+      (Darcet et al. 2024); 0 for none.
   """
   size: str = "small"
   patch_size: int = 16
@@ -181,6 +187,7 @@ class Encoder(nn.Module):
   depth: Optional[int] = None
   num_heads: Optional[int] = None
   mlp_dim: Optional[int] = None
+  registers: int = 0
 
   def setup(self):
     if self.size not in _SIZES:
@@ -204,6 +211,10 @@ class Encoder(nn.Module):
         width, (self.patch_size, self.patch_size), strides=self.patch_size, padding="VALID",
         dtype=self._dtype, kernel_init=nn.initializers.xavier_uniform(in_axis=(0, 1, 2)))
     self.cls_token = self.param("cls_token", _EMBED_INIT, (1, 1, width))
+    if self.registers < 0:
+      raise ValueError(f"ViT registers must be >= 0, got {self.registers}")
+    if self.registers:
+      self.register_tokens = self.param("registers", _EMBED_INIT, (1, self.registers, width))
     if self.posemb == "learned":
       self.pos_embed = self.param("pos_embed", _EMBED_INIT, (1, 1 + self._grid**2, width))
     self.pos_drop = nn.Dropout(self.dropout)
@@ -250,15 +261,26 @@ class Encoder(nn.Module):
       x = block(x, not train)
     return self.norm(x)
 
+  def _encode_with_registers(self, tokens, train: bool):
+    """The blocks on [CLS, registers, patches] (no position embedding for the registers),
+    then the registers dropped: [batch, 1 + N, width]."""
+    if not self.registers:
+      return self.encode(tokens, train)
+    registers = jnp.broadcast_to(self.register_tokens.astype(self._dtype),
+                                 (tokens.shape[0], self.registers, self._width))
+    encoded = self.encode(jnp.concatenate([tokens[:, :1], registers, tokens[:, 1:]], axis=1),
+                          train)
+    return jnp.concatenate([encoded[:, :1], encoded[:, 1 + self.registers:]], axis=1)
+
   def tokens(self, x, train: bool = False):
-    """All final tokens [batch, 1 + N, width] (CLS first) as float32."""
-    return self.encode(self.embed(x, train), train).astype(jnp.float32)
+    """All final tokens [batch, 1 + N, width] (CLS first, registers dropped) as float32."""
+    return self._encode_with_registers(self.embed(x, train), train).astype(jnp.float32)
 
   def __call__(self, x, train: bool = False, dense: bool = False):
     """Pooled features [batch, width] as float32: the CLS token or the patch-token mean; with
     `dense=True` the final patch tokens on their grid [batch, grid, grid, width] (the CLS
     token dropped), for dense probes."""
-    tokens = self.encode(self.embed(x, train), train)
+    tokens = self._encode_with_registers(self.embed(x, train), train)
     if dense:
       grid = x.shape[1] // self.patch_size
       return tokens[:, 1:].reshape(x.shape[0], grid, grid, -1).astype(jnp.float32)
