@@ -7,6 +7,8 @@ exist is rejected, because the returned config is locked).
 import ml_collections
 from ml_collections import config_dict
 
+from ssl_jax import collapse
+
 
 def parse_arg(arg: str | None, **defaults):
   """'digits' or 'digits,runlocal=True' -> ConfigDict(variant='digits', runlocal=True, ...).
@@ -74,7 +76,7 @@ def base_config() -> ml_collections.ConfigDict:
   # rank falls below rank_fraction of its highest value so far (dimensional collapse), or the
   # embedding std below std_fraction of its highest (complete collapse); stop: end training
   # there with a one-line error instead of a warning.
-  c.collapse = ml_collections.ConfigDict(dict(rank_fraction=0.1, std_fraction=0.1, stop=False))
+  c.collapse = ml_collections.ConfigDict(collapse.DEFAULTS)
 
   # Published targets of the recipe (`ssl_jax/expected.py`): report cells with the accuracy
   # (%) a paper or model zoo reached, its source and the compute it assumes; or, with no

@@ -45,6 +45,15 @@ CAUSES = {
                    "or a variance / covariance / decorrelation weight too small"}
 
 
+# `config.collapse` when a run's config has none (a run saved before the monitor existed).
+DEFAULTS = {"rank_fraction": 0.1, "std_fraction": 0.1, "stop": False}
+
+
+def settings_of(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config.collapse`, or the defaults for a config saved without it."""
+  return config.get("collapse") or ml_collections.ConfigDict(DEFAULTS)
+
+
 class CollapseError(UserError):
   """`config.collapse.stop` is set and the monitor saw collapse; the last checkpoint is kept."""
 

@@ -44,7 +44,7 @@ class Trainer:
     self.mesh = mesh
     self.input_shape = tuple(input_shape)
     self.total_steps = length.total_steps
-    collapse.check(config.collapse)
+    collapse.check(collapse.settings_of(config))
     self.probe_classes = num_classes if config.online_probe.enabled else None
     warmup = config_lib.to_steps(config.optimizer, "warmup", length.steps_per_epoch, default=0)
     optimizers.check(config.optimizer)
@@ -240,7 +240,7 @@ def _train_holding_lock(config: ml_collections.ConfigDict, workdir: str, inputs:
     logging.info("resumed from %s at step %d", checkpoint_lib.checkpoint_dir(workdir), start)
 
   writer = metrics_lib.MetricsWriter(workdir)
-  monitor = collapse.Monitor(config.collapse)
+  monitor = collapse.Monitor(collapse.settings_of(config))
   monitor.resume(workdir, start)
   throughput = metrics_lib.Throughput(start, total_steps, config.batch_size)
   batches = inputs.train_batches(start_step=start, process_index=jax.process_index(),

@@ -130,3 +130,12 @@ def test_a_run_made_to_collapse_is_flagged_warned_resumed_and_stopped(tmp_path, 
     train.train(config(50, True), workdir)
   assert sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
                 if d.isdigit()) == [10, 20, 30]
+
+
+def test_a_config_saved_before_the_monitor_gets_its_defaults():
+  """A run's config.json from before `config.collapse` existed still restores and evaluates."""
+  old = ml_collections.ConfigDict({"seed": 0})
+  assert collapse.settings_of(old).to_dict() == collapse.DEFAULTS
+  collapse.check(collapse.settings_of(old))
+  custom = ml_collections.ConfigDict({"collapse": {**collapse.DEFAULTS, "rank_fraction": 0.3}})
+  assert collapse.settings_of(custom).rank_fraction == 0.3
