@@ -95,10 +95,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.update(crop_scale=(0.25, 1.0), local_views=10, local_image_size=96,
                   local_crop_scale=(0.05, 0.25))
     c.augment = augmentations.byol_augment()
-    c.local_augment = augmentations.augment_config(
-        jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1,
-        grayscale_prob=0.2, blur_prob=0.5, mean=augmentations.IMAGENET_MEAN,
-        std=augmentations.IMAGENET_STD)
+    c.local_augment = augmentations.dino_local_augment()
 
   if arg.runlocal:
     apply_runlocal(c)

@@ -4,7 +4,8 @@ preset over the sweep runner (`ssl_jax.sweep`), where the config file is the swe
     python experiments/compare_methods.py --out=runs/compare_digits
 
 runs every spec in --methods (a list `name=file.py:arg,...`, or a preset: `joint_embedding`,
-the default, or `masked_pretext` for the masked, generative and pretext-task methods) as one
+the default, `masked_pretext` for the masked, generative and pretext-task methods, or
+`state_of_the_art` for SwAV, iBOT, the DINOv2 recipe and I-JEPA) as one
 trial of a sweep in OUT (`OUT/<file>-<arg>/`: an ordinary run, trained then evaluated), one
 after the other through submitit's local executor (`--parallel` at a time). A rerun skips the
 finished trials and resumes or retries the others. Writes OUT/table.md (the README's
@@ -28,7 +29,10 @@ JOINT_EMBEDDING = ("simclr=simclr.py:digits,byol=byol.py:digits,moco_v2=moco.py:
 MASKED_PRETEXT = ("mae=mae.py:digits,autoencoder=autoencoder.py:digits,vae=vae.py:digits,"
                   "inpainting=inpainting.py:digits,rotation=rotation.py:digits,"
                   "jigsaw=jigsaw.py:digits,colorization=colorization.py:photos")
-PRESETS = {"joint_embedding": JOINT_EMBEDDING, "masked_pretext": MASKED_PRETEXT}
+STATE_OF_THE_ART = ("swav=swav.py:digits,ibot=ibot.py:digits,dinov2=dinov2.py:digits,"
+                    "ijepa=ijepa.py:digits")
+PRESETS = {"joint_embedding": JOINT_EMBEDDING, "masked_pretext": MASKED_PRETEXT,
+           "state_of_the_art": STATE_OF_THE_ART}
 PROTOCOLS = ("linear", "knn", "label_propagation")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -217,7 +217,8 @@ def sigmoid_pair_loss_ring(image_embeddings: jax.Array, text_embeddings: jax.Arr
   return loss, {"image_to_text_accuracy": image_to_text, "text_to_image_accuracy": text_to_image}
 
 
-def sinkhorn_knopp(scores: jax.Array, epsilon: float = 0.05, iterations: int = 3) -> jax.Array:
+def sinkhorn_knopp(scores: jax.Array, epsilon: float = 0.05, iterations: int = 3,
+                   weights: jax.Array | None = None) -> jax.Array:
   """Soft assignments of a batch to K prototypes with equal shares (SwAV, Caron et al. 2020,
   Sec. 3.1 and Alg. 1; also DINOv2's teacher centring, Oquab et al. 2024, Sec. 4).
 
@@ -229,14 +230,43 @@ def sinkhorn_knopp(scores: jax.Array, epsilon: float = 0.05, iterations: int = 3
   The scaling runs on log Q (log-sum-exp normalisations, the same numbers), so that scores /
   epsilon of a few hundred neither overflow exp nor underflow a prototype's whole column to
   0 / 0.
+
+  `weights` [B] of 0 / 1 runs the same algorithm on the rows with weight 1 only (B = their
+  number), in a static shape: DINOv2 centres just the masked patch tokens of its batch,
+  whose number varies. Rows of weight 0 come back normalised but meaningless.
   """
   log_q = scores.astype(jnp.float32) / epsilon
-  batch, prototypes = log_q.shape
+  prototypes = log_q.shape[1]
+  if weights is None:
+    batch, row_weights = log_q.shape[0], None
+  else:
+    row_weights = weights.astype(jnp.float32)[:, None]
+    batch = jnp.maximum(jnp.sum(row_weights), 1.0)
   for _ in range(iterations):
     # each prototype: 1 / K of the mass; then each example: 1 / B
-    log_q = log_q - jax.nn.logsumexp(log_q, axis=0, keepdims=True) - jnp.log(prototypes)
+    log_q = (log_q - jax.nn.logsumexp(log_q, axis=0, keepdims=True, b=row_weights)
+             - jnp.log(prototypes))
     log_q = log_q - jax.nn.logsumexp(log_q, axis=1, keepdims=True) - jnp.log(batch)
   return jnp.exp(log_q) * batch
+
+
+def masked_patch_cross_entropy(student_logits: jax.Array, teacher_probs: jax.Array,
+                               mask: jax.Array, student_temperature: float) -> jax.Array:
+  """iBOT's masked image modelling loss for one view (Zhou et al. 2022, Eq. 2 / Alg. 1).
+
+  The student, shown the view with its masked patches replaced by a mask token, predicts at
+  each masked patch i the teacher's distribution for the unmasked patch:
+  -sum_k P_t[i, k] log softmax(student_i / tau_s)[k], averaged over the masked patches of
+  each image (an image without masked patches adds 0), then over the batch -- the
+  normalisation of the authors' code. `student_logits` [B, N, K], `teacher_probs` [B, N, K],
+  `mask` [B, N] (True = masked).
+  """
+  log_probs = jax.nn.log_softmax(student_logits.astype(jnp.float32) / student_temperature,
+                                 axis=-1)
+  per_patch = -jnp.sum(teacher_probs * log_probs, axis=-1)
+  mask = mask.astype(jnp.float32)
+  per_image = jnp.sum(per_patch * mask, axis=-1) / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)
+  return jnp.mean(per_image)
 
 
 def koleo(features: jax.Array, eps: float = 1e-8) -> jax.Array:
@@ -349,6 +379,29 @@ def dino_cross_entropy(student_logits: list[jax.Array], teacher_probs: list[jax.
       total = total + jnp.mean(-jnp.sum(probs * log_probs, axis=-1))
       pairs += 1
   return total / pairs
+
+
+def swav_swapped_prediction(scores: list[jax.Array], codes: list[jax.Array],
+                            assigned: tuple[int, ...], temperature: float) -> jax.Array:
+  """SwAV's swapped prediction over multi-crop (Caron et al. 2020, Eq. 1-2 and the multi-crop
+  loss of Sec. 3.2), normalised as the authors' `main_swav.py`.
+
+  `scores` lists every crop's prototype scores z_v^T c_k [B, K] (the global crops first, then
+  the local ones), `codes` the Sinkhorn codes q [B, K] of the crops named in `assigned`, in
+  that order. Each assigned crop a is predicted from every other crop v (global and local):
+  l(z_v, q_a) = -sum_k q_a[k] log softmax(z_v^T C / temperature)[k], averaged over the batch;
+      loss = 1 / |A| sum_{a in A} 1 / (V - 1) sum_{v != a} l(z_v, q_a).
+  With the paper's A = (0, 1) and two crops this is Eq. 1, L(z_1, z_2) = l(z_1, q_2) +
+  l(z_2, q_1), halved. The codes carry no gradient (the caller stops it).
+  """
+  num_crops = len(scores)
+  log_probs = [jax.nn.log_softmax(s.astype(jnp.float32) / temperature, axis=-1) for s in scores]
+  total = 0.0
+  for crop, q in zip(assigned, codes):
+    others = [v for v in range(num_crops) if v != crop]
+    per_crop = sum(jnp.mean(-jnp.sum(q * log_probs[v], axis=-1)) for v in others)
+    total = total + per_crop / len(others)
+  return total / len(assigned)
 
 
 def normalized_std(z: jax.Array) -> jax.Array:
@@ -506,3 +559,29 @@ def cpc_info_nce(predictions: jax.Array, targets: jax.Array, valid: jax.Array
     count += jnp.sum(weights)
     accuracies.append(jnp.sum(correct * weights) / jnp.maximum(jnp.sum(weights), 1.0))
   return total / jnp.maximum(count, 1.0), jnp.stack(accuracies)
+
+
+def standardize_features(x: jax.Array, eps: float = 1e-5) -> jax.Array:
+  """Each token's features standardised over the feature axis, a LayerNorm without a learned
+  scale or shift: I-JEPA's targets, the target encoder's output tokens normalised this way
+  (the official code's `F.layer_norm(h, (h.size(-1),))`, eps 1e-5)."""
+  x = x.astype(jnp.float32)
+  mean = jnp.mean(x, axis=-1, keepdims=True)
+  return (x - mean) * jax.lax.rsqrt(jnp.var(x, axis=-1, keepdims=True) + eps)
+
+
+def block_prediction_mse(predictions: jax.Array, targets: jax.Array,
+                         block_masks: jax.Array) -> jax.Array:
+  """I-JEPA's loss (Assran et al. 2023, Eq. 1: (1/M) sum_i sum_{j in B_i} ||s^_yj - s_yj||^2),
+  with each block's sum averaged over its patches and the feature dimension, so that blocks of
+  different sizes weigh the same and the scale does not depend on the width; then the mean
+  over the M blocks and the batch. The paper's squared L2 distance; the official code uses
+  a smooth-L1 loss instead.
+
+  predictions [B, M, N, D] (block m's predictions at every patch slot), targets [B, N, D],
+  block_masks [B, M, N] (1 where patch n is in block m; only those slots count).
+  """
+  error = jnp.mean(jnp.square(predictions.astype(jnp.float32) - targets[:, None]), axis=-1)
+  mask = block_masks.astype(jnp.float32)
+  per_block = jnp.sum(error * mask, axis=-1) / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)
+  return jnp.mean(per_block)

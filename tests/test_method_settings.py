@@ -27,6 +27,10 @@ SHIPPED_VARIANTS = {
     "frame_prediction": ("moving_digits", "moving_mnist", "ucf101"),
     "clip": ("digits", "photos", "coco_captions"),
     "siglip": ("digits", "photos", "coco_captions"),
+    "ibot": ("digits", "imagenet2012"),
+    "dinov2": ("digits", "imagenet2012"),
+    "ijepa": ("digits", "imagenet2012"),
+    "swav": _IMAGE,
 }
 
 # (config module, key under `config.`, bad value, what the message says is allowed). The config
@@ -74,6 +78,21 @@ BAD_SETTINGS = [
     ("mae", "encoder.registers", 4, "MAE's encoder takes no register tokens"),
     ("siglip", "siglip.init_temperature", -1.0, "> 0"),
     ("siglip", "siglip.init_bias", float("nan"), "must be a number"),
+    ("ibot", "ibot.mask_ratio_range", (0.5, 0.1), "low <= high"),
+    ("ibot", "ibot.mask_probability", 1.5, "<= 1"),
+    ("ibot", "ibot.teacher_patch_temperature", 0.0, "> 0"),
+    ("ibot", "encoder.name", "convnet", "must be 'vit'"),
+    ("ibot", "patch_head.output_dim", 64, "shared_head=False"),
+    ("dinov2", "ibot.centering", "mean", "must be one of running, sinkhorn"),
+    ("dinov2", "ibot.koleo_weight", -0.1, ">= 0"),
+    ("dinov2", "patch_head.norm_last_layer", "yes", "must be one of True, False"),
+    ("ijepa", "ijepa.target_scale", (0.3, 0.2), "low <= high"),
+    ("ijepa", "ijepa.min_context", 17, "smallest context block"),
+    ("ijepa", "predictor.depth", 0, ">= 1"),
+    ("ijepa", "encoder.pool", "cls", "must be 'mean'"),
+    ("swav", "swav.epsilon", 0.0, "> 0"),
+    ("swav", "swav.num_prototypes", 1, ">= 2"),
+    ("swav", "swav.crops_for_assign", (0, 2), "<= 1"),
 ]
 
 
@@ -96,7 +115,9 @@ def test_the_table_covers_every_method_and_every_config_file():
   assert configs == set(SHIPPED_VARIANTS)
   assert {module for module, *_ in BAD_SETTINGS} == configs
   method_modules = pathlib.Path(methods.__file__).parent.glob("*.py")
-  assert {path.stem for path in method_modules} - {"__init__"} == configs
+  # A config file is a method's, or a recipe of another's (dinov2: iBOT's options).
+  assert ({path.stem for path in method_modules} - {"__init__"}
+          == {default_config(name).method for name in configs})
 
 
 @pytest.mark.parametrize("module, key, value, allowed", BAD_SETTINGS,

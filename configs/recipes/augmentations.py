@@ -63,6 +63,16 @@ def simclr_augment(
       mean=mean, std=std)
 
 
+def dino_local_augment(
+    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> ml_collections.ConfigDict:
+  """DINO's local-crop recipe (Caron et al. 2021, its `DataAugmentationDINO`; iBOT's and
+  DINOv2's too): colour jitter (0.4, 0.4, 0.2, 0.1) with probability 0.8, grayscale 0.2,
+  blur 0.5, no solarisation."""
+  return augment_config(jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1,
+                        grayscale_prob=0.2, blur_prob=0.5, mean=mean, std=std)
+
+
 def byol_augment(
     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
 ) -> ml_collections.ConfigDict:

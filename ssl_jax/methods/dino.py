@@ -50,6 +50,26 @@ def update_center(center: jax.Array, teacher_logits: jax.Array, momentum: float)
       teacher_logits.astype(jnp.float32), axis=0)
 
 
+def check_head(key: str, head) -> None:
+  """UserErrors for a config section that configures a `DINOHead` (`config.head`, iBOT's
+  `config.patch_head`)."""
+  check_options(key, head, DINOHead)
+  for name in ("hidden_dim", "bottleneck_dim", "output_dim", "num_layers"):
+    if name in head:
+      check_number(f"{key}.{name}", head[name], minimum=1, integer=True)
+  for name in ("use_bn", "norm_last_layer"):
+    if name in head:
+      check_choice(f"{key}.{name}", head[name], (True, False))
+
+
+def evaluated_weights(settings, params, extra) -> tuple[Any, Any]:
+  """(params, batch_stats) the representation reads: the teacher's (the paper evaluates the
+  teacher) or, with `represent_teacher=False`, the student's."""
+  if settings.represent_teacher:
+    return extra["teacher"]["params"], extra["teacher"]["batch_stats"]
+  return params, extra["batch_stats"]
+
+
 def _check_settings(config) -> None:
   settings = config.dino
   for name in ("student_temperature", "teacher_temperature", "warmup_teacher_temperature"):
@@ -62,14 +82,7 @@ def _check_settings(config) -> None:
         check_number(f"config.dino.{prefix}_{unit}", settings[f"{prefix}_{unit}"], minimum=0,
                      integer=integer)
   check_choice("config.dino.represent_teacher", settings.represent_teacher, (True, False))
-  head = config.head
-  check_options("config.head", head, DINOHead)
-  for name in ("hidden_dim", "bottleneck_dim", "output_dim", "num_layers"):
-    if name in head:
-      check_number(f"config.head.{name}", head[name], minimum=1, integer=True)
-  for name in ("use_bn", "norm_last_layer"):
-    if name in head:
-      check_choice(f"config.head.{name}", head[name], (True, False))
+  check_head("config.head", config.head)
 
 
 def build(config, length) -> Method:
@@ -135,11 +148,8 @@ def build(config, length) -> Method:
     return {**extra, "teacher": teacher.update(extra["teacher"], params, step)}
 
   def represent(params, extra, images, dense=False):
-    if settings.represent_teacher:
-      params, batch_stats = extra["teacher"]["params"], extra["teacher"]["batch_stats"]
-    else:
-      batch_stats = extra["batch_stats"]
-    h, _ = apply_in_eval_mode(network, params, batch_stats, images, dense=dense)
+    h, _ = apply_in_eval_mode(network, *evaluated_weights(settings, params, extra), images,
+                              dense=dense)
     return h
 
   return Method(init=init, loss=loss, represent=represent, update_extra=update_extra,

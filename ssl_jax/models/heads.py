@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ssl_jax.models import policy
+from ssl_jax.models import policy, vit
 
 
 class MLPHead(nn.Module):
@@ -92,3 +92,36 @@ class DINOHead(nn.Module):
       direction = direction * self.param("last_layer_gain", nn.initializers.ones,
                                          (self.output_dim,))
     return x @ direction
+
+
+class MaskedDistillationNetwork(nn.Module):
+  """A ViT whose CLS token and patch tokens both go through a `DINOHead`: the student and
+  teacher of iBOT (Zhou et al. 2022, Sec. 3.2) and DINOv2 (Oquab et al. 2024, Sec. 4).
+
+  `patch_head` None: one head (its MLP and prototypes) serves the CLS token and every patch
+  token, iBOT's shared head; otherwise the patch tokens get their own head, DINOv2's
+  separate iBOT head. The encoder must be a `vit.Encoder` (built with `mask_token=True` for
+  the masked student).
+  """
+  encoder: nn.Module
+  head: nn.Module
+  patch_head: nn.Module | None = None
+
+  def __call__(self, x, train: bool = False, patch_mask=None, patches: bool = True,
+               dense: bool = False):
+    """(h, cls_token, cls_logits, patch_logits): h the encoder's pooled features (its `pool`),
+    cls_token the final CLS token (what KoLeo spreads), the head's outputs for the CLS token
+    [B, K] and, with `patches`, for each patch token [B, N, K'] (else None). `patch_mask`
+    [B, N] masks patches as `vit.Encoder.embed` does. With `dense=True`: (the patch-token
+    map, None, None, None), for the dense probe."""
+    if dense:
+      return self.encoder(x, train=train, dense=True), None, None, None
+    tokens = self.encoder.tokens(x, train, patch_mask)
+    h = vit.pool_tokens(tokens, self.encoder.pool)
+    if not patches:
+      return h, tokens[:, 0], self.head(tokens[:, 0], train=train), None
+    if self.patch_head is None:
+      logits = self.head(tokens, train=train)
+      return h, tokens[:, 0], logits[:, 0], logits[:, 1:]
+    return (h, tokens[:, 0], self.head(tokens[:, 0], train=train),
+            self.patch_head(tokens[:, 1:], train=train))

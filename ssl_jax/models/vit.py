@@ -44,12 +44,13 @@ import numpy as np
 from ssl_jax.models import policy
 
 # width, depth, heads, MLP hidden size (Touvron et al. 2021 "DeiT" for tiny/small; ViT paper
-# Table 1 for base/large).
+# Table 1 for base/large/huge).
 _SIZES = {
     "tiny": (192, 12, 3, 768),
     "small": (384, 12, 6, 1536),
     "base": (768, 12, 12, 3072),
     "large": (1024, 24, 16, 4096),
+    "huge": (1280, 32, 16, 5120),
 }
 _LINEAR_INIT = nn.initializers.truncated_normal(stddev=0.02)
 _EMBED_INIT = nn.initializers.normal(stddev=0.02)
@@ -131,15 +132,18 @@ class Block(nn.Module):
   dtype: Any
 
   @nn.compact
-  def __call__(self, x, deterministic: bool):
+  def __call__(self, x, deterministic: bool, attention_mask=None):
+    """`attention_mask` [batch, T] (True = a key every token may attend to) or None (all):
+    I-JEPA's encoders see only their context or target tokens in a full-length sequence."""
     width = x.shape[-1]
     y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm1")(x)
+    mask = None if attention_mask is None else attention_mask[:, None, None, :]
     # Separate query/key/value projections with biases hold the same parameters as timm's
     # fused qkv Linear; the output projection has a bias too.
     y = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads, qkv_features=width, out_features=width, dtype=self.dtype,
         kernel_init=_LINEAR_INIT, deterministic=True, force_fp32_for_softmax=True,
-        name="attn")(y, y)
+        name="attn")(y, y, mask=mask)
     y = nn.Dropout(self.dropout)(y, deterministic=deterministic)  # timm's proj_drop
     x = x + DropPath(self.drop_path)(y, deterministic)
     y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm2")(x)
@@ -156,7 +160,7 @@ class Encoder(nn.Module):
   """ViT-{Ti,S,B,L}/`patch_size` trunk returning pooled features [batch, width].
 
   Attributes:
-    size: "tiny", "small", "base" or "large"; sets width, depth, heads and MLP size.
+    size: "tiny", "small", "base", "large" or "huge"; sets width, depth, heads and MLP size.
     patch_size: side of the square patches (the patch-embedding kernel and stride).
     posemb: "learned" (a parameter, normal std 0.02) or "sincos2d" (fixed, not a parameter).
     pool: "cls" (the final CLS token) or "mean" (the mean of the final patch tokens).
@@ -173,6 +177,9 @@ class Encoder(nn.Module):
     width, depth, num_heads, mlp_dim: overrides of the `size` preset (None keeps it).
     registers: learned register tokens attended by every block and dropped from the outputs
       (Darcet et al. 2024); 0 for none.
+    mask_token: a learned embedding (zeros at first) that `embed(..., patch_mask=...)` puts in
+      place of the masked patches' embeddings, before the position embeddings: the student of
+      masked image modelling (iBOT's `masked_embed`, Zhou et al. 2022, Sec. 3.2).
   """
   size: str = "small"
   patch_size: int = 16
@@ -188,6 +195,7 @@ class Encoder(nn.Module):
   num_heads: Optional[int] = None
   mlp_dim: Optional[int] = None
   registers: int = 0
+  mask_token: bool = False
 
   def setup(self):
     if self.size not in _SIZES:
@@ -215,6 +223,8 @@ class Encoder(nn.Module):
       raise ValueError(f"ViT registers must be >= 0, got {self.registers}")
     if self.registers:
       self.register_tokens = self.param("registers", _EMBED_INIT, (1, self.registers, width))
+    if self.mask_token:
+      self.masked_embed = self.param("mask_token", nn.initializers.zeros, (1, 1, width))
     if self.posemb == "learned":
       self.pos_embed = self.param("pos_embed", _EMBED_INIT, (1, 1 + self._grid**2, width))
     self.pos_drop = nn.Dropout(self.dropout)
@@ -237,9 +247,11 @@ class Encoder(nn.Module):
     patch_pos = jax.image.resize(patch_pos, (grid, grid, self._width), "bicubic", antialias=False)
     return jnp.concatenate([cls_pos, patch_pos.reshape(1, grid * grid, self._width)], axis=1)
 
-  def embed(self, x, train: bool = False):
+  def embed(self, x, train: bool = False, patch_mask=None):
     """Images [batch, side, side, channels] -> tokens [batch, 1 + N, width] (CLS first, patch
-    tokens in row-major order), with position embeddings added (and dropout when training)."""
+    tokens in row-major order), with position embeddings added (and dropout when training).
+    `patch_mask` [batch, N] (True = masked) swaps those patches' embeddings for the mask
+    token (an encoder built with `mask_token=True`)."""
     if x.ndim != 4:
       raise ValueError(f"ViT expects images [batch, height, width, channels], got {x.shape}")
     height, width = x.shape[1:3]
@@ -250,15 +262,21 @@ class Encoder(nn.Module):
     grid = height // self.patch_size
     x = self.patch_embed(x.astype(self._dtype))
     x = x.reshape(x.shape[0], grid * grid, self._width)
+    if patch_mask is not None:
+      if not self.mask_token:
+        raise ValueError("a patch_mask needs a ViT built with mask_token=True")
+      x = jnp.where(patch_mask[..., None], self.masked_embed.astype(self._dtype), x)
     cls = jnp.broadcast_to(self.cls_token.astype(self._dtype), (x.shape[0], 1, self._width))
     x = jnp.concatenate([cls, x], axis=1) + self._position_embedding(grid).astype(self._dtype)
     return self.pos_drop(x, deterministic=not train)
 
-  def encode(self, x, train: bool = False):
+  def encode(self, x, train: bool = False, attention_mask=None):
     """The transformer blocks and the final LayerNorm on tokens [batch, T, width]; returns
-    [batch, T, width] in the computation dtype."""
+    [batch, T, width] in the computation dtype. `attention_mask` [batch, T] (True = may be
+    attended to) hides the other tokens from every block (their own outputs are then
+    meaningless and should be ignored)."""
     for block in self.blocks:
-      x = block(x, not train)
+      x = block(x, not train, attention_mask)
     return self.norm(x)
 
   def _encode_with_registers(self, tokens, train: bool):
@@ -272,9 +290,11 @@ class Encoder(nn.Module):
                           train)
     return jnp.concatenate([encoded[:, :1], encoded[:, 1 + self.registers:]], axis=1)
 
-  def tokens(self, x, train: bool = False):
-    """All final tokens [batch, 1 + N, width] (CLS first, registers dropped) as float32."""
-    return self._encode_with_registers(self.embed(x, train), train).astype(jnp.float32)
+  def tokens(self, x, train: bool = False, patch_mask=None):
+    """All final tokens [batch, 1 + N, width] (CLS first, registers dropped) as float32;
+    `patch_mask` as in `embed`."""
+    return self._encode_with_registers(self.embed(x, train, patch_mask),
+                                       train).astype(jnp.float32)
 
   def __call__(self, x, train: bool = False, dense: bool = False):
     """Pooled features [batch, width] as float32: the CLS token or the patch-token mean; with
