@@ -9,7 +9,11 @@ patch tokens, and 4 register tokens in the ViT (Darcet et al. 2024).
 digits (default; offline, 2 CPU cores):
     python -m ssl_jax.main --config=configs/dinov2.py:digits --workdir=runs/dinov2_digits
   iBOT's digits recipe with those four options (separate heads of the same shape, 512
-  prototypes each). Measured: see the README's "State of the art" table.
+  prototypes each). Measured (README "The state of the art on digits", 1500 steps): effective
+  rank of the features 10.5 at step 100, 40 at the end; label propagation with 1 label per
+  class 59.1 vs 15.0 for the untrained ViT (raw pixels 82.3), kNN with all labels 92.6 vs
+  39.1 (raw 98.0), linear with all labels 93.5 vs 78.0 (raw 97.4). The same recipe without
+  these options (configs/ibot.py) collapses.
 
 imagenet2012 (ViT-L/16 on ImageNet-1k, the dinov2 repository's `vitl16_short` recipe):
     python -m ssl_jax.main --config=configs/dinov2.py:imagenet2012 --workdir=runs/dinov2_in1k

@@ -9,7 +9,12 @@ digits (default; offline, 2 CPU cores):
   prototypes with BatchNorm, student temperature 0.1, teacher 0.02 for the CLS and patch
   tokens, momentum 0.99 -> 1, AdamW 1e-3 (100 warm-up steps, gradient norm clipped at 3),
   batch 128, 1500 steps. Block masks as the paper (half the views, 10-50% of the patches:
-  2-8 of 16). Measured: see the README's "State of the art" table.
+  2-8 of 16). Measured (README "The state of the art on digits"): the features collapse --
+  effective rank 1.4 at step 100, 2.3 at step 1500, embedding std of the teacher's output
+  0.0017 -- and stay near the untrained ViT (label propagation with 1 label per class 18.2
+  vs 15.4, kNN with all labels 50.6 vs 37.8; raw pixels 82.3 / 98.0). Tried in 150-step
+  runs (effective rank 1.4-1.8 in each): teacher temperatures 0.04, half the learning rate.
+  The DINOv2 options (configs/dinov2.py) on this same recipe do not collapse.
 
 imagenet2012 (the paper's ViT-S/16 recipe, 800 epochs):
     python -m ssl_jax.main --config=configs/ibot.py:imagenet2012 --workdir=runs/ibot_in1k
