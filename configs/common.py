@@ -92,6 +92,10 @@ def base_config() -> ml_collections.ConfigDict:
       image_key="image", label_key="label", num_views=2, crop="none", image_size=32,
       crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), flip=False, eval_crop="none",
       eval_resize=config_dict.placeholder(int), shuffle_buffer=10_000, prefetch=2,
+      # Where the per-channel mean and std that normalise images come from: "augment" (the
+      # recipe's config.augment.mean / std) or "dataset" (the training split's own, stored when
+      # a folder of images, --config.dataset=folder:PATH, was prepared).
+      statistics="augment",
       # Multi-crop (DINO): extra low-resolution crops as batch["local_views"], augmented on
       # device with `config.local_augment` (or `config.augment` when that is absent).
       local_views=0, local_image_size=96, local_crop_scale=(0.05, 0.4)))
@@ -153,6 +157,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.evals.plots = ml_collections.ConfigDict(dict(type="plots", enabled=True))
   # test examples a method's `pictures` draws (eval/<name>.png)
   c.evals.pictures = ml_collections.ConfigDict(dict(type="pictures", num_pictures=8))
+  # One-class anomaly detection (ssl_jax/evaluators/anomaly.py), off unless enabled: each
+  # class in turn normal, test rows scored by their mean cosine distance to the k nearest
+  # normal training rows (deep kNN, Bergman et al. 2020: k=2), AUROC averaged over classes.
+  c.evals.anomaly = ml_collections.ConfigDict(dict(type="anomaly", enabled=False, k=2))
   # The linear segmentation probe on dense features (ssl_jax/evaluators/segmentation.py), off
   # unless enabled: per-pixel labels from the probe dataset's images ("ink" masks, mask_key
   # "") or a TFDS dataset's label images (e.g. dataset="scene_parse150",

@@ -63,13 +63,41 @@ def check(config) -> list[evaluators_lib.Evaluator]:
 
 def check_labels(config, evaluators: list[evaluators_lib.Evaluator]) -> None:
   """Checks the evaluators' settings against the probe dataset's class sizes (reading only its
-  labels), before training."""
-  from ssl_jax import modalities  # pylint: disable=g-import-not-at-top
+  labels), before training; on a probe dataset without labels, that some evaluator will have
+  something to report without them (a held-out measure, pictures), else a one-line error
+  naming `eval.dataset`."""
+  from ssl_jax import config_lib, methods, modalities  # pylint: disable=g-import-not-at-top
+  from ssl_jax.data import inputs as inputs_lib  # pylint: disable=g-import-not-at-top
   probed = probe_config(config)
-  counts = modalities.find(probed).label_counts(probed)
+  modality = modalities.find(probed)
+  counts = modality.label_counts(probed)
   if counts is not None and len(counts):
     for evaluator in evaluators:
       evaluator.check_labels(counts, probed.dataset)
+    return
+  if modality.dataset_info(probed).num_classes is not None:
+    return  # labelled, too large to count its labels before training
+  train_inputs = inputs_lib.Inputs(config)
+  length = config_lib.training_length(config, train_inputs.info().num_train_examples)
+  # What `applies` reads before any state exists: the method, the config and the inputs.
+  before_training = evaluators_lib.Context(
+      config=config, method=methods.build(config, length), trained={}, untrained={}, step=0,
+      num_classes=None, mesh=None, train_inputs=train_inputs,
+      probe_inputs=train_inputs if probed is config else inputs_lib.Inputs(probed))
+  if not _label_free(before_training, evaluators):
+    raise UserError(f"{_no_labels(probed.dataset, config.method)}, or "
+                    "--config.evaluate_at_end=False")
+
+
+def _label_free(context: evaluators_lib.Context,
+                evaluators: list[evaluators_lib.Evaluator]) -> list[evaluators_lib.Evaluator]:
+  """The evaluators that have something to report on a probe dataset without labels."""
+  return [e for e in evaluators if not e.needs_labels and e.applies(context)]
+
+
+def _no_labels(dataset: str, method: str) -> str:
+  return (f"dataset '{dataset}' has no labels to evaluate {method} with: set "
+          "--config.eval.dataset to a labelled dataset")
 
 
 def restore(config, workdir: str) -> evaluators_lib.Context:
@@ -95,10 +123,12 @@ def evaluate(context: evaluators_lib.Context, evaluators: list[evaluators_lib.Ev
 
   On an unlabelled probe dataset (Moving MNIST) only evaluators that need no labels run
   (held-out measures, pictures, retrieval); with none of those it is a UserError."""
-  if context.num_classes is None and not any(not e.needs_labels and e.applies(context)
-                                             for e in evaluators):
-    raise UserError(f"dataset '{context.probe_inputs.config.dataset}' has no labels to "
-                    "evaluate with (set eval.dataset to a labelled one)")
+  if context.num_classes is None:
+    dataset = context.probe_inputs.config.dataset
+    if not _label_free(context, evaluators):
+      raise UserError(_no_labels(dataset, context.config.method))
+    logging.info("dataset '%s' has no labels: the probes are skipped (set config.eval.dataset "
+                 "to a labelled dataset to probe)", dataset)
   report = {"dataset": context.probe_inputs.config.dataset, "checkpoint_step": context.step,
             "results": context.rows}
   images: dict[str, dict[str, Any]] = {}

@@ -31,6 +31,9 @@ def markdown_table(report: dict) -> str:
     if fraction:  # fine-tuning: the fraction of the labels, and the classes' mean count
       labels = f"{fraction:.0%} ({per_class})"
     lines.append(f"| {protocol} | {labels} | " + " | ".join(values) + " |")
+  if any(r.get("metric") == "auroc" for r in report["results"]):
+    lines += ["", "The anomaly row is the one-class AUROC (%), mean ± std over the classes "
+              "taken in turn as normal (deep kNN scores); `anomaly_auroc.png` shows each class."]
   held_out = report.get("held_out")
   if held_out:
     lines += ["", f"## Held-out: {held_out['dataset']} {held_out['split']}", "",

@@ -9,7 +9,8 @@ def run(config, workdir: str, timings: dict | None = None):
   `train.Outcome` (the final state, and whether training reached its last step). The
   evaluation settings are checked before the first training step. `timings`, when given,
   receives the seconds spent training and evaluating ("train_seconds", "eval_seconds")."""
-  from ssl_jax import evaluate, train  # pylint: disable=g-import-not-at-top
+  from ssl_jax import evaluate, modalities, train  # pylint: disable=g-import-not-at-top
+  config = modalities.find(config).resolve_config(config)  # as training will see it
   if config.evaluate_at_end:
     evaluate.check_labels(config, evaluate.check(config))
   started = time.perf_counter()

@@ -1,5 +1,5 @@
-"""Inference with the language objectives' networks: filling in [MASK] tokens with BERT and
-sampling continuations from GPT. Pure functions of a network and its parameters, for command
+"""Inference with the language objectives' networks (trained here or published): filling in
+[MASK] tokens with BERT and sampling continuations from GPT. Pure functions of a network and its parameters, for command
 lines and notebooks; token ids in, token ids out (the tokenizer stays with the caller).
 """
 import functools
@@ -13,36 +13,44 @@ from ssl_jax.data.tokenizer import MASK_ID, PAD_ID, SEP_ID
 from ssl_jax.methods.mlm import NUM_SPECIAL
 
 
-@functools.partial(jax.jit, static_argnames=("network", "k"))
-def _top_k_candidates(network: nn.Module, params, tokens, attention_mask, segment_ids, k: int):
+@functools.partial(jax.jit, static_argnames=("network", "k", "excluded"))
+def _top_k_candidates(network: nn.Module, params, tokens, attention_mask, segment_ids, k: int,
+                      excluded: tuple[int, ...]):
   """Softmax over the vocabulary at every position [B, L, vocab], then the k most probable
-  non-special ids and their probabilities at each position."""
-  output, _ = network.apply({"params": params}, tokens, segment_ids, attention_mask)
+  ids not in `excluded` and their probabilities at each position."""
+  output = network.apply({"params": params}, tokens, segment_ids, attention_mask)
+  if isinstance(output, tuple):  # the pre-training network's (output, next-sentence logits)
+    output = output[0]
   probs = jax.nn.softmax(output.logits, axis=-1)
-  is_special = jnp.arange(probs.shape[-1]) < NUM_SPECIAL
-  top_probs, top_ids = jax.lax.top_k(jnp.where(is_special, -1.0, probs), k)
+  is_excluded = jnp.isin(jnp.arange(probs.shape[-1]), jnp.asarray(excluded, jnp.int32))
+  top_probs, top_ids = jax.lax.top_k(jnp.where(is_excluded, -1.0, probs), k)
   return top_ids, top_probs
 
 
-def top_k_fill(network: nn.Module, params, tokens, attention_mask, segment_ids, k: int
+def top_k_fill(network: nn.Module, params, tokens, attention_mask, segment_ids, k: int,
+               mask_id: int = MASK_ID, excluded: tuple[int, ...] = tuple(range(NUM_SPECIAL))
                ) -> tuple[np.ndarray, np.ndarray]:
   """The k most probable fillers of each [MASK] token under BERT's masked-LM head (Devlin et
   al. 2019, Sec. 3.1), as a cloze test shows what pre-training taught the model.
 
-  `network` is `mlm.network(config)`; tokens, attention_mask, segment_ids are int [B, L] (or
-  [L] for one text) as in a training batch. Probabilities are the softmax over the whole
-  vocabulary at that position; special tokens are never proposed.
+  `network` is `mlm.network(config)` or a published `transformer.Encoder` with its masked-LM
+  head; tokens, attention_mask, segment_ids are int [B, L] (or [L] for one text) as in a
+  training batch, `mask_id` the tokenizer's mask token. Probabilities are the softmax over the
+  whole vocabulary at that position; `excluded` ids are never proposed (the vocabulary's
+  special tokens; () proposes every id, as Hugging Face's fill-mask pipeline does).
 
   Returns (ids [n_masks, k], probs [n_masks, k]), most probable first, one row per [MASK] in
   row-major order.
   """
   tokens, attention_mask, segment_ids = (np.atleast_2d(np.asarray(a, np.int32))
                                          for a in (tokens, attention_mask, segment_ids))
-  candidates = _vocab_size(params["encoder"]) - NUM_SPECIAL
+  excluded = tuple(int(i) for i in excluded)
+  candidates = _vocab_size(params.get("encoder", params)) - len(excluded)
   if not 1 <= k <= candidates:
-    raise ValueError(f"k must be between 1 and the {candidates} non-special tokens, got {k}")
-  ids, probs = _top_k_candidates(network, params, tokens, attention_mask, segment_ids, k)
-  at_masks = np.asarray(tokens == MASK_ID)
+    raise ValueError(f"k must be between 1 and the {candidates} candidate tokens, got {k}")
+  ids, probs = _top_k_candidates(network, params, tokens, attention_mask, segment_ids, k,
+                                 excluded)
+  at_masks = np.asarray(tokens == mask_id)
   return np.asarray(ids)[at_masks], np.asarray(probs)[at_masks]
 
 

@@ -151,6 +151,22 @@ class Trainer:
   def create_state(self, seed: int) -> State:
     return self.init_state(jax.random.PRNGKey(seed))
 
+  def initial_state(self, seed: int) -> State:
+    """The state a run starts from: `create_state(seed)`, with the method's published
+    parameters (`Method.published_params`, from `config.init_from`) in place of the fresh
+    model parameters, laid out with the same shardings. The optimizer's state does not
+    depend on the parameters' values at step 0 (zero moments), so it is kept."""
+    state = self.create_state(seed)
+    if self.method.published_params is None:
+      return state
+    fresh = state["params"]["model"]
+    published = self.method.published_params(jax.device_get(fresh))
+    model = jax.tree.map(
+        lambda new, old: jax.make_array_from_callback(
+            old.shape, old.sharding, lambda index: np.asarray(new, old.dtype)[index]),
+        published, fresh)
+    return {**state, "params": {**state["params"], "model": model}}
+
 
 # ----------------------------------------------------------------------------------------------
 # (2) The loop.
@@ -208,6 +224,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Outcome:
 
   # Checks first: every bad input fails here, before anything is written or compiled.
   methods.find(config)
+  config = modalities.find(config).resolve_config(config)  # e.g. the dataset's statistics
   mesh = parallel.make_mesh(config.mesh)
   config_lib.check_batch_size(config.batch_size, mesh.size, jax.process_count())
   inputs = inputs_lib.Inputs(config, workdir, create_tokenizer=True)
@@ -233,8 +250,10 @@ def _train_holding_lock(config: ml_collections.ConfigDict, workdir: str, inputs:
   checkpoints = checkpoint_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
   restored = checkpoints.restore_newest(trainer.abstract_state)
   if restored is None:
-    state = trainer.create_state(config.seed)
+    state = trainer.initial_state(config.seed)
     start = 0
+    if total_steps == 0:  # nothing to train: the initial state is what evaluation reads
+      checkpoints.save(0, state)
   else:
     state, start = restored
     logging.info("resumed from %s at step %d", checkpoint_lib.checkpoint_dir(workdir), start)

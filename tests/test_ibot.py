@@ -185,7 +185,8 @@ def test_one_step_of_the_imagenet_recipe_on_mock_tfds(module, tmp_path):
   from ssl_jax import train  # pylint: disable=g-import-not-at-top
   config = importlib.import_module(f"configs.{module}").get_config("imagenet2012,runlocal=True")
   config.unlock()
-  override(config, total_steps=1, evaluate_at_end=False, batch_size=8, **{
+  override(config, total_steps=1, evaluate_at_end=False, batch_size=8, mesh="data:1")
+  override(config, **{
       "data.image_size": 32, "data.eval_resize": 36, "data.local_image_size": 16,
       "data.local_views": 2, "encoder.image_size": 32, "encoder.patch_size": 8,
       "encoder.width": 32, "encoder.depth": 1, "encoder.num_heads": 2, "encoder.mlp_dim": 64,

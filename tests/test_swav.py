@@ -276,7 +276,7 @@ def test_one_step_of_the_imagenet_recipe_on_mock_tfds(tmp_path):
   2 local crops and small heads."""
   config = importlib.import_module("configs.swav").get_config("imagenet2012,runlocal=True")
   config.unlock()
-  override(config, total_steps=1, evaluate_at_end=False, batch_size=8,
+  override(config, total_steps=1, evaluate_at_end=False, batch_size=8, mesh="data:1",
            encoder={"name": "convnet", "widths": (8, 16)}, **{
                "data.image_size": 32, "data.eval_resize": 36, "data.local_image_size": 16,
                "data.local_views": 2, "projector.hidden_dim": 32, "projector.output_dim": 16,

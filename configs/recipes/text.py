@@ -37,6 +37,9 @@ def text_setup(c: ml_collections.ConfigDict, variant: str, method: str, model_si
   c.data.update(modality="text", label_key=None, num_views=1)
   c.data.text_key = "text"
   c.data.sentence_pairs = False
+  # "hf:NAME_OR_PATH": continue a published model (its weights, tokenizer and shape) instead
+  # of training from scratch with a vocabulary learned here; the text modality resolves it.
+  c.init_from = ""
   c.online_probe.enabled = False
   c.eval.update(dataset=probed, train_split=probe_split, feature_sources=(
       "ssl", "random_init", "raw"))

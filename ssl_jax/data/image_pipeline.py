@@ -35,7 +35,7 @@ def dataset_info(config: Any) -> DatasetInfo:
   """Returns sizes, classes and training-view shape (H, W, C) of the configured dataset."""
   builder = stream.load_builder(config)
   data = config.data
-  label_key = data.get("label_key", "label")
+  label_key = stream.label_key(builder, data.get("label_key", "label"))
   return DatasetInfo(
       *stream.sizes_and_classes(builder, data),
       input_shape=view_shape(builder, data, data.crop, "crop"),
@@ -95,7 +95,8 @@ def train_batches(
     raise UserError(f"config.data.num_views must be >= 1, got {num_views}")
   shape = view_shape(builder, data, data.crop, "crop")
   num_local = _num_local_views(data)
-  image_key, label_key = data.get("image_key", "image"), data.get("label_key", "label")
+  image_key = data.get("image_key", "image")
+  label_key = stream.label_key(builder, data.get("label_key", "label"))
   decode = image_decoder(builder, image_key)
   cached = fits_in_memory(builder, image_key, part.shard_size)
   # Small datasets (digits, CIFAR) are decoded once and kept in host memory; large ones stream
@@ -164,7 +165,8 @@ def eval_batches(
   data = config.data
   shard, num_batches = stream.eval_shard(builder, split, batch_size, process_index, process_count)
   image_shape = view_shape(builder, data, data.eval_crop, "eval_crop")
-  image_key, label_key = data.get("image_key", "image"), data.get("label_key", "label")
+  image_key = data.get("image_key", "image")
+  label_key = stream.label_key(builder, data.get("label_key", "label"))
   decode = image_decoder(builder, image_key)
 
   def preprocess(ex: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -284,3 +286,22 @@ def _resize_uint8(image: tf.Tensor, hw: Any) -> tf.Tensor:
   resized = tf.image.resize(image, hw, method="bilinear", antialias=True)
   return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
 
+
+
+def eval_images(config: Any, images: list[np.ndarray], shape: tuple[int, int, int]
+                ) -> np.ndarray:
+  """Images from outside the dataset (uint8 [h, w, 3] of any size) as `eval_batches` gives
+  the dataset's [n, *shape]: with `eval_crop` "center" resized and centre-cropped the same
+  way, otherwise resized to the stored `shape`; grey when the run's images have 1 channel."""
+  data = config.data
+  out = np.zeros((len(images),) + tuple(shape), np.uint8)
+  for i, image in enumerate(images):
+    image = tf.convert_to_tensor(image, tf.uint8)
+    if shape[-1] == 1:
+      image = tf.cast(tf.round(tf.image.rgb_to_grayscale(tf.cast(image, tf.float32))), tf.uint8)
+    if data.eval_crop == "center":
+      image = resize_and_center_crop(image, data.eval_resize, data.image_size)
+    else:
+      image = _resize_uint8(image, shape[:2])
+    out[i] = image.numpy()
+  return out

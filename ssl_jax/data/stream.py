@@ -17,6 +17,7 @@ Each modality's pipeline (`image_pipeline`, `text_pipeline`, `sequence_pipeline`
 `video_pipeline`, `image_text_pipeline`) builds on these; only the pipelines need TensorFlow.
 """
 from collections.abc import Callable, Iterator
+import importlib
 import math
 from typing import Any, NamedTuple
 
@@ -24,12 +25,14 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from ssl_jax import modalities
 from ssl_jax.data.builders import captioned_images  # pylint: disable=unused-import  (registers it)
 from ssl_jax.data.builders import digits  # pylint: disable=unused-import  (registers "digits")
 from ssl_jax.data.builders import moving_digits  # pylint: disable=unused-import  (registers it)
 from ssl_jax.data.builders import photos  # pylint: disable=unused-import  (registers "photos")
 from ssl_jax.data.builders import python_docs  # pylint: disable=unused-import  (registers it)
 from ssl_jax.data.builders import sequences  # pylint: disable=unused-import  (registers it)
+from ssl_jax.data.builders import user_files
 from ssl_jax.errors import UserError
 
 # TF only runs host-side input ops here; keep it off the accelerators JAX owns.
@@ -48,16 +51,23 @@ def load_builder(config: Any) -> tfds.core.DatasetBuilder:
   """Returns the TFDS builder of `config.dataset`, ready to read.
 
   Embedded datasets (digits, photos, python_docs/<config>) are prepared into
-  `config.data.data_dir` on first use, offline. Real datasets are never downloaded
-  implicitly: an unprepared one raises a UserError saying how to prepare it.
+  `config.data.data_dir` on first use, offline, and so is `folder:PATH`, a folder of the
+  user's own files, read by the builder its modality names (`Modality.folder_builder`). Real
+  datasets are never downloaded implicitly: an unprepared one raises a UserError saying how
+  to prepare it.
   """
   name = config.dataset
+  root = user_files.folder_path(name)
+  if root is not None:
+    builder = _folder_builder(config, root)
+    num_examples(builder, config.data.train_split)
+    return builder
   try:
     builder = tfds.builder(name, data_dir=config.data.data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
     raise UserError(
-        f"unknown dataset '{name}': not a TFDS dataset (see tfds.list_builders()) "
-        f"nor an embedded one ({', '.join(sorted(EMBEDDED))})") from e
+        f"unknown dataset '{name}': not a TFDS dataset (see tfds.list_builders()), an "
+        f"embedded one ({', '.join(sorted(EMBEDDED))}) nor {user_files.PREFIX}PATH") from e
   if name.split("/")[0] in EMBEDDED and not builder.is_prepared():
     try:
       builder.download_and_prepare(
@@ -70,6 +80,43 @@ def load_builder(config: Any) -> tfds.core.DatasetBuilder:
         raise
   num_examples(builder, config.data.train_split)  # Fails early if unreadable.
   return builder
+
+
+def _folder_builder(config: Any, root: str) -> tfds.core.DatasetBuilder:
+  """The prepared dataset of the files in `root`, read by the module that the run's modality
+  names for its own kind of file (`folder_builder(root, config)`)."""
+  modality = modalities.find(config)
+  if not modality.folder_builder:
+    raise UserError(f"dataset '{config.dataset}': {config.data.get('modality', 'image')} "
+                    "inputs cannot be read from a folder of files (images and texts can)")
+  return importlib.import_module(modality.folder_builder).folder_builder(root, config)
+
+
+def stored_metadata(builder: tfds.core.DatasetBuilder) -> dict[str, Any]:
+  """What the dataset's builder stored beside its records (`info.metadata`; {} if none)."""
+  metadata = builder.info.metadata
+  return {} if metadata is None else dict(metadata.items())  # items() loads a lazy one
+
+
+def label_key(builder: tfds.core.DatasetBuilder, key: str | None) -> str | None:
+  """The label feature `key` (`config.data.label_key`), or None when the dataset has no labels
+  by nature: a folder of the user's files without classes (`metadata["labelled"]` False).
+  Any other dataset without the feature is a UserError where it is read."""
+  if (key is not None and key not in builder.info.features
+      and stored_metadata(builder).get("labelled") is False):
+    return None
+  return key
+
+
+def pixel_statistics(config: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  """(mean, std) per channel, on the [0, 1] scale, of the training split's pixels, as the
+  dataset stored them when it was prepared (a folder of images does)."""
+  metadata = stored_metadata(load_builder(config))
+  if "mean" not in metadata or "std" not in metadata:
+    raise UserError(f"dataset '{config.dataset}' stores no pixel statistics (a folder of "
+                    "images does): set config.data.statistics='augment' and give "
+                    "config.augment.mean and .std")
+  return tuple(map(float, metadata["mean"])), tuple(map(float, metadata["std"]))
 
 
 def open_split(builder: tfds.core.DatasetBuilder, split: Any, **kwargs) -> tf.data.Dataset:
@@ -111,21 +158,22 @@ def sizes_and_classes(builder: tfds.core.DatasetBuilder, data: Any
                       ) -> tuple[int, int, int | None]:
   """(train examples, test examples (0 without a test split), classes of the label feature
   or None): what every pipeline's `dataset_info` reports besides its input shape."""
-  label_key = data.get("label_key")
+  label = label_key(builder, data.get("label_key"))
   num_classes = None
-  if label_key is not None:
-    num_classes = getattr(dataset_feature(builder, label_key), "num_classes", None)
+  if label is not None:
+    num_classes = getattr(dataset_feature(builder, label), "num_classes", None)
   num_test = 0 if data.test_split is None else num_examples(builder, data.test_split)
   return num_examples(builder, data.train_split), num_test, num_classes
 
 
-def class_names(builder: tfds.core.DatasetBuilder, label_key: str | None
+def class_names(builder: tfds.core.DatasetBuilder, key: str | None
                 ) -> tuple[str, ...] | None:
   """The names of the label feature's classes (a ClassLabel's `names`; "0", "1", ... when it
   was built from a count), None without a label feature: what zero-shot prompts are made of."""
-  if label_key is None:
+  key = label_key(builder, key)
+  if key is None:
     return None
-  names = getattr(dataset_feature(builder, label_key), "names", None)
+  names = getattr(dataset_feature(builder, key), "names", None)
   return tuple(names) if names else None
 
 
@@ -134,11 +182,13 @@ def label_counts(config: Any) -> np.ndarray | None:
   feature; None when the dataset has no class label, or when the split's records are larger
   than `_MAX_LABEL_SCAN_BYTES` (reading ImageNet's 140 GB for its labels would take longer
   than a check should)."""
-  label_key = config.data.get("label_key")
-  if label_key is None:
+  if config.data.get("label_key") is None:
     return None
   builder = load_builder(config)
-  num_classes = getattr(dataset_feature(builder, label_key), "num_classes", None)
+  key = label_key(builder, config.data.label_key)
+  if key is None:
+    return None
+  num_classes = getattr(dataset_feature(builder, key), "num_classes", None)
   if num_classes is None:
     return None
   try:
@@ -148,9 +198,9 @@ def label_counts(config: Any) -> np.ndarray | None:
   if size > _MAX_LABEL_SCAN_BYTES:
     return None
   ds = open_split(builder, config.data.train_split,
-                  decoders=tfds.decode.PartialDecoding({label_key: True}))
+                  decoders=tfds.decode.PartialDecoding({key: True}))
   counts = np.zeros((num_classes,), np.int64)
-  for labels in ds.map(lambda ex: ex[label_key]).batch(65536).as_numpy_iterator():
+  for labels in ds.map(lambda ex: ex[key]).batch(65536).as_numpy_iterator():
     counts += np.bincount(labels, minlength=num_classes)
   return counts
 

@@ -85,17 +85,22 @@ def tokenizer_in_workdir(config: Any, workdir: str, create: bool,
   Evaluation and inference (`create=False`) only load it."""
   import jax  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, TOKENIZER_FILE)
+  published = config.tokenizer.get("published_folder")  # a run from a published model
   if os.path.exists(path):
     try:
-      return tokenizer_lib.load(path)
+      return tokenizer_lib.load(path, fixed_special_ids=not published)
     except ValueError as e:
       raise UserError(str(e)) from None
   if not create:
     raise UserError(f"no tokenizer in '{workdir}' ({TOKENIZER_FILE}); was this run trained?")
   settings = config.tokenizer
   try:
-    tokenizer = tokenizer_lib.train_tokenizer(training_texts(), settings.vocab_size,
-                                              settings.lowercase, settings.min_frequency)
+    if published:  # the model's own, kept with the run
+      tokenizer = tokenizer_lib.load(os.path.join(published, TOKENIZER_FILE),
+                                     fixed_special_ids=False)
+    else:
+      tokenizer = tokenizer_lib.train_tokenizer(training_texts(), settings.vocab_size,
+                                                settings.lowercase, settings.min_frequency)
   except ValueError as e:
     raise UserError(f"training the tokenizer on '{config.dataset}': {e}") from None
   if jax.process_index() == 0:
@@ -125,7 +130,9 @@ def _fit_pair(first: list[int], second: list[int], budget: int) -> tuple[list[in
 
 
 def encode_pairs(tokenizer: Tokenizer, texts: list[str], cut_draws: np.ndarray,
-                 swap: np.ndarray, max_length: int) -> dict[str, np.ndarray]:
+                 swap: np.ndarray, max_length: int,
+                 specials: tokenizer_lib.SpecialIds = tokenizer_lib.SpecialIds()
+                 ) -> dict[str, np.ndarray]:
   """Sentence-pair rows for next-sentence prediction (see the module docstring).
 
   Text i is cut at `cut_draws[i]`; where `swap[i]`, its B is the continuation of text
@@ -134,13 +141,13 @@ def encode_pairs(tokenizer: Tokenizer, texts: list[str], cut_draws: np.ndarray,
   halves = [_split_at_sentence(text, draw) for text, draw in zip(texts, cut_draws)]
   ids = tokenizer_lib.token_ids(tokenizer, [a for a, _ in halves] + [b for _, b in halves])
   firsts, seconds = ids[:len(texts)], ids[len(texts):]
-  tokens = np.full((len(texts), max_length), tokenizer_lib.PAD_ID, np.int32)
+  tokens = np.full((len(texts), max_length), specials.pad, np.int32)
   segments = np.zeros_like(tokens)
   mask = np.zeros_like(tokens)
   for i, first in enumerate(firsts):
     second = seconds[(i + 1) % len(texts)] if swap[i] else seconds[i]
     first, second = _fit_pair(first, second, max_length - 3)
-    row = [tokenizer_lib.CLS_ID, *first, tokenizer_lib.SEP_ID, *second, tokenizer_lib.SEP_ID]
+    row = [specials.cls, *first, specials.sep, *second, specials.sep]
     tokens[i, :len(row)] = row
     mask[i, :len(row)] = 1
     segments[i, len(first) + 2:len(row)] = 1
@@ -149,15 +156,17 @@ def encode_pairs(tokenizer: Tokenizer, texts: list[str], cut_draws: np.ndarray,
 
 
 def encode_texts(tokenizer: Tokenizer, texts: list[str], offsets: np.ndarray | None,
-                 max_length: int) -> dict[str, np.ndarray]:
+                 max_length: int, specials: tokenizer_lib.SpecialIds = tokenizer_lib.SpecialIds()
+                 ) -> dict[str, np.ndarray]:
   """Single-text rows [CLS] window [SEP]: the window starts at `offsets[i]` (a fraction of
-  the room a long text leaves) or at the beginning when `offsets` is None."""
+  the room a long text leaves) or at the beginning when `offsets` is None. `specials` are
+  the vocabulary's [CLS], [SEP] and [PAD] (`tokenizer.special_ids(config)`)."""
   budget = max_length - 2
-  tokens = np.full((len(texts), max_length), tokenizer_lib.PAD_ID, np.int32)
+  tokens = np.full((len(texts), max_length), specials.pad, np.int32)
   mask = np.zeros_like(tokens)
   for i, ids in enumerate(tokenizer_lib.token_ids(tokenizer, texts)):
     start = 0 if offsets is None else int(offsets[i] * (max(len(ids) - budget, 0) + 1))
-    row = [tokenizer_lib.CLS_ID, *ids[start:start + budget], tokenizer_lib.SEP_ID]
+    row = [specials.cls, *ids[start:start + budget], specials.sep]
     tokens[i, :len(row)] = row
     mask[i, :len(row)] = 1
   return {"tokens": tokens, "attention_mask": mask, "segment_ids": np.zeros_like(tokens),
@@ -178,8 +187,9 @@ def train_batches(config: Any, tokenizer: Tokenizer, *, start_step: int, process
   step S (skipping (S mod steps_per_epoch) * b texts) reproduces the uninterrupted stream.
   """
   builder, data = stream.load_builder(config), config.data
+  specials = tokenizer_lib.special_ids(config)
   part = stream.training_shard(config, builder, start_step, process_index, process_count)
-  text_key, label_key = _text_key(config), data.get("label_key")
+  text_key, label_key = _text_key(config), stream.label_key(builder, data.get("label_key"))
   keys = [text_key] + ([label_key] if label_key else [])
   for key in keys:
     stream.dataset_feature(builder, key)
@@ -193,9 +203,10 @@ def train_batches(config: Any, tokenizer: Tokenizer, *, start_step: int, process
   for examples, draws in ds.prefetch(data.prefetch).as_numpy_iterator():
     texts = _decoded(examples[text_key])
     if data.sentence_pairs:
-      out = encode_pairs(tokenizer, texts, draws[:, 0], draws[:, 1] < 0.5, data.max_length)
+      out = encode_pairs(tokenizer, texts, draws[:, 0], draws[:, 1] < 0.5, data.max_length,
+                         specials)
     else:
-      out = encode_texts(tokenizer, texts, draws[:, 2], data.max_length)
+      out = encode_texts(tokenizer, texts, draws[:, 2], data.max_length, specials)
     if label_key:
       out["label"] = examples[label_key].astype(np.int32)
     yield out
@@ -208,10 +219,10 @@ def eval_batches(config: Any, tokenizer: Tokenizer, split: str, *, batch_size: i
   beginning, with "label" (when the dataset has one) and "mask" (False on the padding rows
   that fill the last batch). Every process yields as many batches as the largest shard."""
   builder = stream.load_builder(config)
-  data = config.data
+  data, specials = config.data, tokenizer_lib.special_ids(config)
   shard, num_batches = stream.eval_shard(builder, split, batch_size, process_index,
                                            process_count)
-  text_key, label_key = _text_key(config), data.get("label_key")
+  text_key, label_key = _text_key(config), stream.label_key(builder, data.get("label_key"))
   keys = [text_key] + ([label_key] if label_key else [])
   for key in keys:
     stream.dataset_feature(builder, key)
@@ -222,7 +233,8 @@ def eval_batches(config: Any, tokenizer: Tokenizer, split: str, *, batch_size: i
   for examples in ds.as_numpy_iterator():
     texts = _decoded(examples[text_key])
     count = len(texts)
-    out = encode_texts(tokenizer, texts + [""] * (batch_size - count), None, data.max_length)
+    out = encode_texts(tokenizer, texts + [""] * (batch_size - count), None, data.max_length,
+                       specials)
     for key in ("tokens", "attention_mask"):  # padding rows are all [PAD], with no real token
       out[key][count:] = 0
     if label_key:
@@ -233,7 +245,8 @@ def eval_batches(config: Any, tokenizer: Tokenizer, split: str, *, batch_size: i
     yield out
   for _ in range(num_batches - yielded):  # lockstep padding for the smaller shards
     out = {key: np.zeros_like(value) for key, value in
-           encode_texts(tokenizer, [""] * batch_size, None, data.max_length).items()}
+           encode_texts(tokenizer, [""] * batch_size, None, data.max_length,
+                        specials).items()}
     if label_key:
       out["label"] = np.zeros((batch_size,), np.int32)
     out["mask"] = np.zeros((batch_size,), bool)

@@ -15,7 +15,8 @@ them without looking them up: [PAD]=0 (padding, masked out of attention), [UNK]=
 """
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+import dataclasses
 import heapq
 import os
 
@@ -27,6 +28,32 @@ SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
 FIRST_WORD_ID = len(SPECIAL_TOKENS)  # ids from here on are words and subwords
 _SUBWORD_PREFIX = "##"
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecialIds:
+  """The ids a text pipeline and the language objectives give a meaning to: `pad` fills rows,
+  `cls` starts a text (BERT's [CLS], RoBERTa's <s>, GPT-2's <|endoftext|>), `sep` ends one or
+  separates a pair, `mask` is the masked-LM corruption, and `excluded` are never selected for
+  masking, drawn as random replacements, counted in the bag of words, or proposed by
+  fill-mask. The defaults are this module's fixed ids; a run that starts from a published
+  model (`config.init_from`) has that model's, in `config.tokenizer.special_ids`.
+  """
+  pad: int = PAD_ID
+  cls: int = CLS_ID
+  sep: int = SEP_ID
+  mask: int | None = MASK_ID
+  excluded: tuple[int, ...] = tuple(range(len(SPECIAL_TOKENS)))
+
+
+def special_ids(config) -> SpecialIds:
+  """The run's `SpecialIds`: `config.tokenizer.special_ids` when set (a published model's
+  vocabulary), else the fixed ids of the vocabularies learned here."""
+  section: Mapping | None = config.tokenizer.get("special_ids") if "tokenizer" in config else None
+  if not section:
+    return SpecialIds()
+  values = dict(section)
+  return SpecialIds(**{**values, "excluded": tuple(sorted(values["excluded"]))})
 
 
 def _new_tokenizer(vocabulary: dict[str, int], lowercase: bool) -> Tokenizer:
@@ -168,15 +195,17 @@ def save(tokenizer: Tokenizer, path: str | os.PathLike) -> None:
     file.write(tokenizer.to_str(pretty=True))
 
 
-def load(path: str | os.PathLike) -> Tokenizer:
-  """Reads a tokenizer written by `save`, checking the fixed special-token ids."""
+def load(path: str | os.PathLike, fixed_special_ids: bool = True) -> Tokenizer:
+  """Reads a tokenizer written by `save`, checking the fixed special-token ids (unless it is
+  a published model's, `fixed_special_ids=False`)."""
   if not os.path.exists(path):
     raise ValueError(f"no tokenizer file at {path}")
   try:
     tokenizer = Tokenizer.from_file(os.fspath(path))
   except Exception as e:  # pylint: disable=broad-except  (tokenizers raises bare Exception)
     raise ValueError(f"{path} is not a tokenizer JSON file: {e}") from e
-  _check_special_tokens(tokenizer)
+  if fixed_special_ids:
+    _check_special_tokens(tokenizer)
   return tokenizer
 
 
@@ -188,9 +217,10 @@ def token_ids(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
   return [encoding.ids for encoding in encodings]
 
 
-def _pad(rows: list[list[int]], max_length: int) -> tuple[np.ndarray, np.ndarray]:
-  """Rows (each at most `max_length` long) right-padded with PAD_ID, and their masks."""
-  ids = np.full((len(rows), max_length), PAD_ID, np.int32)
+def _pad(rows: list[list[int]], max_length: int, pad_id: int = PAD_ID
+         ) -> tuple[np.ndarray, np.ndarray]:
+  """Rows (each at most `max_length` long) right-padded with `pad_id`, and their masks."""
+  ids = np.full((len(rows), max_length), pad_id, np.int32)
   mask = np.zeros((len(rows), max_length), np.int32)
   for i, row in enumerate(rows):
     ids[i, :len(row)] = row
@@ -199,23 +229,24 @@ def _pad(rows: list[list[int]], max_length: int) -> tuple[np.ndarray, np.ndarray
 
 
 def encode_batch(tokenizer: Tokenizer, texts: Sequence[str], max_length: int,
-                 frame: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                 frame: bool = False, specials: SpecialIds = SpecialIds()
+                 ) -> tuple[np.ndarray, np.ndarray]:
   """Encodes texts into fixed-length rows: (ids int32 [B, L], attention_mask int32 [B, L]).
 
   Each text's tokens are truncated to fit `max_length` (the end is cut) and right-padded
   with [PAD]; the mask is 1 on tokens and 0 on padding. With `frame`, a row is
   [CLS] tokens [SEP], as BERT's classifier and masked LM expect; without it, a row is the
-  bare tokens a causal LM reads.
+  bare tokens a causal LM reads. `specials` are the vocabulary's ids of [CLS], [SEP], [PAD].
   """
-  specials = 2 if frame else 0
-  if max_length <= specials:
+  ids, reserved = specials, (2 if frame else 0)
+  if max_length <= reserved:
     raise ValueError(f"max_length {max_length} leaves no room for tokens"
                      + (" between [CLS] and [SEP]" if frame else ""))
   rows = []
   for tokens in token_ids(tokenizer, texts):
-    tokens = tokens[:max_length - specials]
-    rows.append([CLS_ID, *tokens, SEP_ID] if frame else tokens)
-  return _pad(rows, max_length)
+    tokens = tokens[:max_length - reserved]
+    rows.append([ids.cls, *tokens, ids.sep] if frame else tokens)
+  return _pad(rows, max_length, ids.pad)
 
 
 def encode_pairs(tokenizer: Tokenizer, first: Sequence[str], second: Sequence[str],

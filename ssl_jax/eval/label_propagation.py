@@ -168,10 +168,12 @@ def label_spreading(features: np.ndarray, labels: np.ndarray, *, num_classes: in
   distributions = label_distributions(
       features, labels, num_classes=num_classes, n_neighbors=n_neighbors, alpha=alpha,
       max_iter=max_iter, tol=tol, chunk_size=chunk_size, mesh=mesh, approximate=approximate)
-  return _transduction(distributions, labels, num_classes)
+  return transduction(distributions, labels, num_classes)
 
 
-def _transduction(distributions: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+def transduction(distributions: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+  """Each row's predicted class [n] from its propagated distribution: the most probable class
+  that has a labelled row (scikit-learn's `transduction_`)."""
   labels = np.asarray(labels)
   has_label = np.bincount(labels[labels >= 0], minlength=num_classes) > 0
   # Masking unlabelled classes sends all-zero rows to the first labelled class, not to class 0.
@@ -278,4 +280,4 @@ def rbf_label_propagation(features: np.ndarray, labels: np.ndarray, *, num_class
   distributions = rbf_label_distributions(
       features, labels, num_classes=num_classes, gamma=gamma, max_iter=max_iter, tol=tol,
       max_rows=max_rows)
-  return _transduction(distributions, labels, num_classes)
+  return transduction(distributions, labels, num_classes)

@@ -12,7 +12,10 @@
   (log scale; "all" is placed at the training set's mean class size), one line per feature
   source with the spread over seeds as error bars.
 
-Both return an RGB uint8 array, which `pictures.write`'s PNG writer saves beside the report.
+* `anomaly_aurocs`: the anomaly protocol's AUROC for each class as the normal one, a bar per
+  feature source.
+
+All return an RGB uint8 array, which `pictures.write`'s PNG writer saves beside the report.
 """
 import io
 
@@ -83,9 +86,11 @@ def accuracy_curves(results: list[dict], all_labels_x: float) -> np.ndarray:
   """Report rows -> one RGB image: accuracy vs labels per class, a panel per protocol.
 
   Rows with `labels_per_class` None (all labels) are drawn at `all_labels_x`; rows of other
-  shapes (fine-tuning on a label fraction, zero-shot with 0 labels) are left out.
+  shapes (fine-tuning on a label fraction, zero-shot with 0 labels, another metric such as
+  the anomaly rows' AUROC) are left out.
   """
-  rows = [r for r in results if "label_fraction" not in r and r["labels_per_class"] != 0]
+  rows = [r for r in results if "label_fraction" not in r and r["labels_per_class"] != 0
+          and r.get("metric", "accuracy") == "accuracy"]
   protocols = list(dict.fromkeys(r["protocol"] for r in rows))
   if not protocols:
     raise ValueError("no accuracy rows to draw")
@@ -107,4 +112,25 @@ def accuracy_curves(results: list[dict], all_labels_x: float) -> np.ndarray:
     axis.grid(alpha=0.3)
   axes[0][0].set_ylabel("test accuracy (%)")
   axes[0][-1].legend(loc="lower right", fontsize=8)
+  return _render(figure)
+
+
+def anomaly_aurocs(rows: list[dict]) -> np.ndarray:
+  """The anomaly protocol's rows -> one RGB image: each class's AUROC as the normal class,
+  a group of bars per class and a bar per feature source, chance (50%) dashed."""
+  figure, axis = plt.subplots(figsize=(max(5.0, 0.6 * len(rows[0]["per_class"]) + 2), 3.6))
+  width = 0.8 / len(rows)
+  classes = np.arange(len(rows[0]["per_class"]))
+  for i, row in enumerate(rows):
+    values = [np.nan if v is None else 100 * v for v in row["per_class"]]
+    axis.bar(classes + (i - (len(rows) - 1) / 2) * width, values, width,
+             label=f"{row['features']} (mean {100 * row['accuracy']:.1f})")
+  axis.axhline(50, color="grey", linestyle="--", linewidth=1)
+  axis.set_xticks(classes)
+  axis.set_xlabel("normal class")
+  axis.set_ylabel("AUROC (%)")
+  axis.set_ylim(0, 100)
+  axis.set_title("one-class anomaly detection (deep kNN)")
+  axis.legend(loc="lower right", fontsize=8)
+  axis.grid(alpha=0.3, axis="y")
   return _render(figure)

@@ -135,6 +135,10 @@ class Method:
   # refuses accumulation when there is no `embedding_loss`.
   coupling: str = COUPLED
   embedding_loss: EmbeddingLoss | None = None
+  # Published weights to start from (`config.init_from`): fresh model params -> the step-0
+  # ones, applied once when a run starts (not when it resumes, nor to the `random_init`
+  # baseline, which stays the fresh initialisation).
+  published_params: Callable[[Any], Any] | None = None
 
 
 def example_keys(rng: jax.Array, batch: dict[str, jax.Array]) -> jax.Array:

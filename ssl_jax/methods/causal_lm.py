@@ -25,7 +25,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ssl_jax import losses
+from ssl_jax import losses, pretrained
+from ssl_jax.errors import UserError
 from ssl_jax.methods import Method, StepOutput, check_choice
 from ssl_jax.models import transformer
 
@@ -54,6 +55,10 @@ def next_token_targets(tokens: jax.Array, attention_mask: jax.Array
 def build(config, length) -> Method:
   del length  # No schedule besides the optimizer's.
   check_choice("config.causal_lm.pooling", config.causal_lm.pooling, POOLINGS)
+  published = config.tokenizer.get("published_type")
+  if published and published not in pretrained.DECODER_TYPES:
+    raise UserError(f"config.init_from {config.init_from} is a {published} model; causal_lm "
+                    f"continues a decoder ({', '.join(pretrained.DECODER_TYPES)})")
   pooling = config.causal_lm.pooling
   model = network(config)
 
@@ -89,5 +94,10 @@ def build(config, length) -> Method:
 
   # A mean over the predicted tokens of every row: microbatches accumulate exactly, weighted
   # by their token counts.
+  def published_params(fresh: dict) -> dict:
+    """The step-0 parameters of `config.init_from`: the published GPT-2's."""
+    return pretrained.merged(fresh, pretrained.load(config.tokenizer.published_folder).params)
+
   return Method(init=init, loss=loss, represent=represent, test_metrics=test_metrics,
-                coupling="")
+                coupling="",
+                published_params=published_params if config.get("init_from") else None)

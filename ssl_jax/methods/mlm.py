@@ -44,12 +44,14 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax import losses
-from ssl_jax.data.tokenizer import MASK_ID, SPECIAL_TOKENS
+from ssl_jax import pretrained
+from ssl_jax.data.tokenizer import SPECIAL_TOKENS, SpecialIds, special_ids
 from ssl_jax.errors import UserError
 from ssl_jax.methods import Method, StepOutput, check_choice, check_number, example_keys
 from ssl_jax.models import transformer
 
 NUM_SPECIAL = len(SPECIAL_TOKENS)  # ids below this are [PAD] [UNK] [CLS] [SEP] [MASK]
+DEFAULT_SPECIALS = SpecialIds()  # the fixed ids of the vocabularies learned here
 POOLINGS = ("mean", "cls")
 
 
@@ -57,16 +59,21 @@ class PreTrainingModel(nn.Module):
   """BERT for pre-training (Hugging Face's `BertForPreTraining`): the encoder with its MLM head
   and pooler, and the next-sentence classifier on the pooled [CLS] feature.
 
-  Parameters: {"encoder": the `transformer.Encoder`'s, "nsp": {"kernel" [width, 2], "bias" [2]}}.
+  Parameters: {"encoder": the `transformer.Encoder`'s, "nsp": {"kernel" [width, 2], "bias" [2]}};
+  an encoder without a pooler (DistilBERT, RoBERTa, continued from `config.init_from`) has no
+  next-sentence head.
   """
   encoder: transformer.Encoder
 
   @nn.compact
   def __call__(self, tokens, segment_ids=None, attention_mask=None, train: bool = False,
-               positions=None) -> tuple[transformer.TransformerOutput, jax.Array]:
+               positions=None) -> tuple[transformer.TransformerOutput, jax.Array | None]:
     """The encoder's output (MLM logits at `positions` [batch, P] only, when given) and the
-    next-sentence logits [batch, 2] (float32; class 1 = "B follows A")."""
+    next-sentence logits [batch, 2] (float32; class 1 = "B follows A"), None without a
+    pooler."""
     output = self.encoder(tokens, segment_ids, attention_mask, train=train, positions=positions)
+    if output.pooled is None:
+      return output, None
     nsp_logits = nn.Dense(2, kernel_init=nn.initializers.normal(stddev=0.02), name="nsp")(
         output.pooled)
     return output, nsp_logits.astype(jnp.float32)
@@ -78,21 +85,37 @@ def network(config) -> PreTrainingModel:
                                               **config.transformer))
 
 
-def maskable(tokens: jax.Array, attention_mask: jax.Array) -> jax.Array:
+def maskable(tokens: jax.Array, attention_mask: jax.Array,
+             excluded: tuple[int, ...] = DEFAULT_SPECIALS.excluded) -> jax.Array:
   """Where a token may be selected for prediction [B, L] bool: real words, not special tokens
-  ([CLS], [SEP], ...) nor padding."""
-  return (tokens >= NUM_SPECIAL) & (attention_mask > 0)
+  ([CLS], [SEP], ...; the vocabulary's `excluded` ids) nor padding."""
+  return ~jnp.isin(tokens, jnp.asarray(excluded, tokens.dtype)) & (attention_mask > 0)
+
+
+def random_words(key: jax.Array, shape: tuple[int, ...], vocab_size: int,
+                 excluded: tuple[int, ...], dtype) -> jax.Array:
+  """Ids drawn uniformly from the vocabulary without the `excluded` (special) ids: a draw r
+  from [0, vocab_size - len(excluded)) becomes the r-th id that is not excluded, shifting past
+  each excluded id (sorted) at or below it. With this module's specials (0-4) it is
+  randint(NUM_SPECIAL, vocab_size); for BERT's vocabulary it skips [PAD] [UNK] [CLS] [SEP]
+  [MASK] wherever they sit."""
+  ids = jax.random.randint(key, shape, 0, vocab_size - len(excluded), dtype=dtype)
+  for special in sorted(excluded):
+    ids = ids + (ids >= special).astype(dtype)
+  return ids
 
 
 def mask_tokens(keys: jax.Array, tokens: jax.Array, attention_mask: jax.Array, vocab_size: int,
                 select_rate: float, mask_rate: float, random_rate: float,
-                max_predictions: int | None = None) -> tuple[jax.Array, jax.Array]:
+                max_predictions: int | None = None,
+                specials: SpecialIds = DEFAULT_SPECIALS) -> tuple[jax.Array, jax.Array]:
   """BERT's masked-LM corruption (Devlin et al. 2019, Sec. 3.1, Task #1; Appendix C.2).
 
-  Each token with attention_mask 1 and a non-special id (>= NUM_SPECIAL) is selected with
-  probability `select_rate`; a selected token becomes [MASK] with probability `mask_rate`, a
-  uniformly random id in [NUM_SPECIAL, vocab_size) with probability `random_rate`, and is kept
-  otherwise. Special tokens and padding are never selected. With `max_predictions` (BERT's
+  Each token with attention_mask 1 and a non-special id (not in `specials.excluded`; ids
+  below NUM_SPECIAL in the vocabularies learned here) is selected with probability
+  `select_rate`; a selected token becomes [MASK] (`specials.mask`) with probability
+  `mask_rate`, a uniformly random non-special id (`random_words`) with probability
+  `random_rate`, and is kept otherwise. Special tokens and padding are never selected. With `max_predictions` (BERT's
   `max_predictions_per_seq`), a row keeps at most that many selections, those with the smallest
   selection draws, so the cap drops a uniformly random subset and no position is favoured.
 
@@ -104,16 +127,16 @@ def mask_tokens(keys: jax.Array, tokens: jax.Array, attention_mask: jax.Array, v
     select_key, action_key, random_key = jax.random.split(key, 3)
     length = tokens.shape[1]
     return (jax.random.uniform(select_key, (length,)), jax.random.uniform(action_key, (length,)),
-            jax.random.randint(random_key, (length,), NUM_SPECIAL, vocab_size, dtype=tokens.dtype))
+            random_words(random_key, (length,), vocab_size, specials.excluded, tokens.dtype))
 
   coin, action, random_ids = jax.vmap(row_draws)(keys)
-  selected = maskable(tokens, attention_mask) & (coin < select_rate)
+  selected = maskable(tokens, attention_mask, specials.excluded) & (coin < select_rate)
   if max_predictions is not None and max_predictions < tokens.shape[1]:
     kept_draws, _ = jax.lax.top_k(jnp.where(selected, -coin, -jnp.inf), max_predictions)
     selected &= coin <= -kept_draws[:, -1:]
   to_mask = selected & (action < mask_rate)
   to_random = selected & (action >= mask_rate) & (action < mask_rate + random_rate)
-  corrupted = jnp.where(to_mask, MASK_ID, jnp.where(to_random, random_ids, tokens))
+  corrupted = jnp.where(to_mask, specials.mask, jnp.where(to_random, random_ids, tokens))
   return corrupted.astype(tokens.dtype), selected
 
 
@@ -154,9 +177,22 @@ def _check(config) -> None:
   if settings.get("max_predictions") is not None:
     check_number("config.mlm.max_predictions", settings.max_predictions, minimum=1,
                  integer=True)
-  if config.tokenizer.vocab_size <= NUM_SPECIAL:
+  specials = special_ids(config)
+  if config.tokenizer.vocab_size <= len(specials.excluded):
     raise UserError(f"config.tokenizer.vocab_size {config.tokenizer.vocab_size} leaves no room "
-                    f"beyond the {NUM_SPECIAL} special tokens")
+                    f"beyond the {len(specials.excluded)} special tokens")
+  published = config.tokenizer.get("published_type")
+  if published:
+    if published not in pretrained.ENCODER_TYPES:
+      raise UserError(f"config.init_from {config.init_from} is a {published} model; mlm "
+                      f"continues an encoder ({', '.join(pretrained.ENCODER_TYPES)})")
+    if specials.mask is None:
+      raise UserError(f"config.init_from {config.init_from}: its tokenizer has no mask token")
+  if settings.nsp and (not config.transformer.get("use_pooler", True)
+                       or config.transformer.get("segment_types", 2) < 2):
+    raise UserError("config.mlm.nsp needs a pooler and two segment types, which "
+                    f"{config.get('init_from') or 'this network'} lacks: set "
+                    "--config.mlm.nsp=False --config.data.sentence_pairs=False")
 
 
 def build(config, length) -> Method:
@@ -164,6 +200,7 @@ def build(config, length) -> Method:
   _check(config)
   settings = config.mlm
   vocab_size = config.tokenizer.vocab_size
+  specials = special_ids(config)
   model = network(config)
 
   max_predictions = settings.get("max_predictions")
@@ -171,8 +208,8 @@ def build(config, length) -> Method:
   def corrupt(rng, batch):
     """(corrupted tokens, positions to score or None, their weights, their original tokens)."""
     corrupted, selected = mask_tokens(
-        example_keys(rng, batch), batch["tokens"], batch["attention_mask"], vocab_size, settings.select_rate,
-        settings.mask_rate, settings.random_rate, max_predictions)
+        example_keys(rng, batch), batch["tokens"], batch["attention_mask"], vocab_size,
+        settings.select_rate, settings.mask_rate, settings.random_rate, max_predictions, specials)
     positions, weights = prediction_positions(selected, max_predictions)
     return corrupted, positions, weights, gather_targets(batch["tokens"], positions)
 
@@ -191,7 +228,7 @@ def build(config, length) -> Method:
     corrupted, positions, weights, targets = corrupt(mask_rng, batch)
     output, nsp_logits = forward(params, corrupted, batch, True, dropout_rng, positions)
     mlm_loss = losses.masked_cross_entropy(output.logits, targets, weights)
-    candidates = maskable(batch["tokens"], batch["attention_mask"])
+    candidates = maskable(batch["tokens"], batch["attention_mask"], specials.excluded)
     metrics = {"mlm_loss": mlm_loss,
                "masked_token_accuracy": losses.masked_accuracy(output.logits, targets, weights),
                "selected_fraction": jnp.sum(weights) / jnp.maximum(jnp.sum(candidates), 1)}
@@ -222,5 +259,13 @@ def build(config, length) -> Method:
   coupling = ("with mlm.nsp its loss adds a mean over sentence pairs to the mean over "
               "predicted tokens, which microbatches cannot weight exactly (set mlm.nsp=False)"
               if settings.nsp else "")
+  def published_params(fresh: dict) -> dict:
+    """The step-0 parameters of `config.init_from`: the published encoder's (and its
+    next-sentence head's), with the parts it lacks (a `*Model`'s masked-LM head, a
+    `*ForMaskedLM`'s next-sentence head) kept from `fresh`, as Hugging Face initialises them."""
+    published = pretrained.load(config.tokenizer.published_folder)
+    return pretrained.merged(fresh, {"encoder": published.params, "nsp": published.nsp_params})
+
   return Method(init=init, loss=loss, represent=represent, test_metrics=test_metrics,
-                coupling=coupling)
+                coupling=coupling,
+                published_params=published_params if config.get("init_from") else None)

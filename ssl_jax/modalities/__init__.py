@@ -24,6 +24,13 @@ or guess from a batch's keys what it holds:
     nominal_input_shape(config, channels) and synthetic_batch(config, input_shape,
         batch_size, rng) -> the model input's shape and a random host batch of the pipeline's
         shapes, from the config alone (the benchmark, which skips the pipeline)
+  the run's config:
+    resolve_config(config) -> the config with what it leaves to be settled before training
+        filled in (images: the dataset's own statistics, `config.data.statistics =
+        "dataset"`; text: a published model's settings); the trainer saves and uses what it
+        returns
+    folder_builder: the module whose `folder_builder(root, config)` reads a folder of the
+        user's own files of this kind (`--config.dataset=folder:PATH`); "" when there is none
   capabilities:
     kind: the input kind `eval_inputs` gives ("image", "text", ...), the key under which a
         method's joint embedding of such inputs is found (`Method.embed`)
@@ -58,6 +65,7 @@ class Modality(abc.ABC):
   can_finetune: bool = False
   pipeline: str = ""  # the host pipeline module (TensorFlow), e.g. "ssl_jax.data.text_pipeline"
   uses_tokenizer: bool = False  # its functions take the run's tokenizer after the config
+  folder_builder: str = ""  # reads `folder:PATH` datasets, e.g. "ssl_jax.data.builders.image_folder"
 
   # Host data.
 
@@ -106,6 +114,12 @@ class Modality(abc.ABC):
     if not self.uses_tokenizer:
       raise UserError(f"{type(self).__name__.lower()} inputs have no tokenizer")
     return self._pipeline().run_tokenizer(config, workdir, create)
+
+  def resolve_config(self, config: Any) -> Any:
+    """`config` with the settings it leaves to be settled before training filled in (none by
+    default): called before training reads the config, and what it returns is what the run
+    saves; calling it again on what it returned changes nothing."""
+    return config
 
   # Device side.
 
@@ -159,6 +173,12 @@ class Modality(abc.ABC):
     del inputs, texts
     raise UserError(f"{type(self).__name__.lower()} inputs have no vocabulary to encode "
                     "text with")
+
+  def encode_images(self, inputs: Inputs, images: list[np.ndarray]) -> Batch:
+    """An evaluation batch of images from outside the dataset (uint8 [h, w, 3] of any size),
+    preprocessed as the run's evaluation pipeline does (`ssl_jax.propagate`)."""
+    del inputs, images
+    raise UserError(f"{type(self).__name__.lower()} runs do not read image files")
 
 
 def names() -> list[str]:

@@ -4,7 +4,9 @@ normalised on device (`ssl_jax.data.augment`).
 A training batch holds "views" uint8 [b, V, H, W, C] (V = `config.data.num_views`), with
 multi-crop "local_views" [b, L, h, h, C], and "label" [b] when labelled; an evaluation batch
 holds "image" uint8 [b, H, W, C], "label" and "mask". `represent` reads the first view,
-normalised with `config.augment`'s mean and std; the raw baseline is the pixels.
+normalised with `config.augment`'s mean and std (or, with `config.data.statistics =
+"dataset"`, the training split's own, which a folder of images stores when it is prepared);
+the raw baseline is the pixels.
 """
 from typing import Any
 
@@ -12,8 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssl_jax.config_lib import check_choice
 from ssl_jax.data import augment
+from ssl_jax.data.inputs import Inputs
 from ssl_jax.modalities import Batch, FeatureFn, Modality
+
+STATISTICS = ("augment", "dataset")  # where the mean and std that normalise images come from
+# The smallest std a channel is divided by: a channel that never varies would divide by zero.
+_MIN_STD = 1 / 255
 
 
 def raw_pixels(images: jax.Array) -> jax.Array:
@@ -26,7 +34,28 @@ class Image(Modality):
 
   kind = "image"
   pipeline = "ssl_jax.data.image_pipeline"
+  folder_builder = "ssl_jax.data.builders.image_folder"
   can_finetune = True
+
+  def resolve_config(self, config: Any) -> Any:
+    """With `config.data.statistics = "dataset"`, the mean and std of `config.augment` (and of
+    `config.local_augment`, multi-crop's) replaced by the training split's per-channel pixel
+    statistics as the dataset stored them; "augment" keeps the recipe's."""
+    statistics = config.data.get("statistics", "augment")
+    check_choice("config.data.statistics", statistics, STATISTICS)
+    if statistics == "augment":
+      return config
+    from ssl_jax.data import stream  # pylint: disable=g-import-not-at-top  (TensorFlow)
+    mean, std = stream.pixel_statistics(config)
+    resolved = config.copy_and_resolve_references()
+    resolved.unlock()
+    for section in ("augment", "local_augment"):
+      if section in resolved:
+        resolved[section].mean = tuple(round(m, 6) for m in mean)
+        resolved[section].std = tuple(round(max(s, _MIN_STD), 6) for s in std)
+    if config.is_locked:
+      resolved.lock()
+    return resolved
 
   def example_batch(self, config: Any, input_shape: tuple[int, ...], batch_size: int = 2
                     ) -> Batch:
@@ -60,6 +89,13 @@ class Image(Modality):
 
   def normalize(self, inputs: jax.Array, config: Any) -> jax.Array:
     return augment.normalize_images(inputs, config)
+
+  def encode_images(self, inputs: Inputs, images: list[np.ndarray]) -> Batch:
+    from ssl_jax.data import image_pipeline  # pylint: disable=g-import-not-at-top  (TF)
+    shape = inputs.info().input_shape
+    if inputs.config.data.eval_crop == "center":
+      shape = (inputs.config.data.image_size, inputs.config.data.image_size, shape[-1])
+    return {"image": image_pipeline.eval_images(inputs.config, images, shape)}
 
   def raw_features(self, config: Any) -> FeatureFn:
     del config

@@ -25,6 +25,7 @@ class ImageText(Image):
 
   paired_kind = "text"
   pipeline = "ssl_jax.data.image_text_pipeline"
+  folder_builder = ""  # a folder of images has no captions
   uses_tokenizer = True
 
   def example_batch(self, config: Any, input_shape: tuple[int, ...], batch_size: int = 2

@@ -79,12 +79,13 @@ class TransformerOutput:
   """What a text transformer returns, all float32.
 
   hidden: final hidden states [batch, length, width] (after the last block; GPT-2's after its
-    final LayerNorm). logits: token logits [batch, length, vocab] from the tied MLM / LM head.
+    final LayerNorm). logits: token logits [batch, length, vocab] from the tied MLM / LM head;
+    None for an encoder without its MLM head (a published `BertModel` / `DistilBertModel`).
   pooled: BERT's pooler output [batch, width] (tanh(dense([CLS]))), the NSP feature; None for
-    the decoder.
+    the decoder and an encoder without a pooler (DistilBERT, `*ForMaskedLM` checkpoints).
   """
   hidden: jnp.ndarray
-  logits: jnp.ndarray
+  logits: Optional[jnp.ndarray]
   pooled: Optional[jnp.ndarray] = None
 
 
@@ -183,9 +184,9 @@ class _Embeddings(nn.Module):
                                 embedding_init=_INIT)
     self.position_embed = self.param("position_embed", _INIT, (self.max_length, self.width))
 
-  def __call__(self, tokens):
-    positions = self.position_embed[:tokens.shape[1]].astype(self.dtype)
-    return self.token_embed(tokens) + positions[None]
+  def __call__(self, tokens, position_offset: int = 0):
+    positions = self.position_embed[position_offset:position_offset + tokens.shape[1]]
+    return self.token_embed(tokens) + positions.astype(self.dtype)[None]
 
   def attend(self, hidden):
     """hidden [..., width] @ token_embedding.T -> [..., vocab] (weight tying, Press & Wolf
@@ -241,30 +242,48 @@ class _TextTransformer(nn.Module):
 class Encoder(_TextTransformer):
   """BERT (Devlin et al. 2019): bidirectional post-LN encoder with MLM head and pooler.
 
-  Attributes are those of `_TextTransformer`; the default size is "bert_base".
+  Attributes are those of `_TextTransformer` (the default size is "bert_base"), and the
+  settings where the published BERT-family checkpoints differ (BERT's are the defaults):
+    segment_types: rows of the segment (token-type) table: 2 for BERT, 1 for RoBERTa (Liu et
+      al. 2019, which drops next-sentence prediction), 0 for none (DistilBERT, Sanh et al.
+      2019, which drops the table).
+    use_pooler: the dense + tanh pooler on [CLS]; `*ForMaskedLM` and DistilBERT have none.
+    mlm_head: the masked-LM head; `BertModel` / `DistilBertModel` checkpoints have none.
+    epsilon: LayerNorm epsilon: 1e-12 in BERT's and DistilBERT's code, 1e-5 in RoBERTa's.
+    position_offset: index of the first position's row: RoBERTa counts positions from
+      padding_idx + 1 = 2 (fairseq's convention), so its table has 2 unused rows.
   """
   size: str = "bert_base"
+  segment_types: int = _SEGMENT_TYPES
+  use_pooler: bool = True
+  mlm_head: bool = True
+  epsilon: float = 1e-12
+  position_offset: int = 0
 
   def setup(self):
-    # BERT's LayerNorm epsilon is 1e-12 (its TF code), not the 1e-5 / 1e-6 used elsewhere.
-    width = self._setup_trunk(pre_norm=False, epsilon=1e-12, approximate_gelu=False)
-    self.segment_embed = nn.Embed(_SEGMENT_TYPES, width, dtype=self._dtype, embedding_init=_INIT)
-    self.embed_norm = nn.LayerNorm(epsilon=1e-12, dtype=self._dtype)
-    self.pooler = nn.Dense(width, dtype=self._dtype, kernel_init=_INIT)
-    self.mlm_transform = nn.Dense(width, dtype=self._dtype, kernel_init=_INIT)
-    self.mlm_norm = nn.LayerNorm(epsilon=1e-12, dtype=self._dtype)
-    self.mlm_bias = self.param("mlm_bias", nn.initializers.zeros, (self.vocab_size,))
+    width = self._setup_trunk(pre_norm=False, epsilon=self.epsilon, approximate_gelu=False)
+    if self.segment_types:
+      self.segment_embed = nn.Embed(self.segment_types, width, dtype=self._dtype,
+                                    embedding_init=_INIT)
+    self.embed_norm = nn.LayerNorm(epsilon=self.epsilon, dtype=self._dtype)
+    if self.use_pooler:
+      self.pooler = nn.Dense(width, dtype=self._dtype, kernel_init=_INIT)
+    if self.mlm_head:
+      self.mlm_transform = nn.Dense(width, dtype=self._dtype, kernel_init=_INIT)
+      self.mlm_norm = nn.LayerNorm(epsilon=self.epsilon, dtype=self._dtype)
+      self.mlm_bias = self.param("mlm_bias", nn.initializers.zeros, (self.vocab_size,))
 
   def encode(self, tokens, segment_ids=None, attention_mask=None, train: bool = False):
     """Final hidden states [batch, length, width] in the computation dtype.
 
-    segment_ids: [batch, length] in {0, 1} (sentence A / B); zeros when None.
+    segment_ids: [batch, length] in {0, 1} (sentence A / B); zeros when None; ignored without
+      a segment table.
     attention_mask: [batch, length], 1 for real tokens; all real when None.
     """
-    _check_tokens("Encoder", tokens, self._max_length)
-    if segment_ids is None:
-      segment_ids = jnp.zeros_like(tokens)
-    x = self.embed(tokens) + self.segment_embed(segment_ids)
+    _check_tokens("Encoder", tokens, self._max_length - self.position_offset)
+    x = self.embed(tokens, self.position_offset)
+    if self.segment_types:
+      x = x + self.segment_embed(jnp.zeros_like(tokens) if segment_ids is None else segment_ids)
     x = self.embed_dropout(self.embed_norm(x), deterministic=not train)
     # Keys only: a padded query still gets an output, which nothing downstream reads.
     mask = None if attention_mask is None else attention_mask[:, None, None, :].astype(bool)
@@ -280,14 +299,16 @@ class Encoder(_TextTransformer):
     its `max_predictions_per_seq` positions the same way).
     """
     hidden = self.encode(tokens, segment_ids, attention_mask, train)
-    scored = hidden if positions is None else jnp.take_along_axis(
-        hidden, positions[..., None], axis=1)
-    transformed = self.mlm_norm(nn.gelu(self.mlm_transform(scored), approximate=False))
-    logits = self.embed.attend(transformed) + self.mlm_bias.astype(self._dtype)
-    pooled = jnp.tanh(self.pooler(cls_pool(hidden)))
-    return TransformerOutput(hidden=hidden.astype(jnp.float32),
-                             logits=logits.astype(jnp.float32),
-                             pooled=pooled.astype(jnp.float32))
+    logits = pooled = None
+    if self.mlm_head:
+      scored = hidden if positions is None else jnp.take_along_axis(
+          hidden, positions[..., None], axis=1)
+      transformed = self.mlm_norm(nn.gelu(self.mlm_transform(scored), approximate=False))
+      logits = (self.embed.attend(transformed)
+                + self.mlm_bias.astype(self._dtype)).astype(jnp.float32)
+    if self.use_pooler:
+      pooled = jnp.tanh(self.pooler(cls_pool(hidden))).astype(jnp.float32)
+    return TransformerOutput(hidden=hidden.astype(jnp.float32), logits=logits, pooled=pooled)
 
 
 class Decoder(_TextTransformer):
