@@ -111,6 +111,22 @@ def test_cli_errors_are_one_line(mlm_run, causal_run):
     assert "run (configs/" in result.stderr
 
 
+def test_fill_mask_prints_only_its_answer(mlm_run):
+  """TensorFlow reads the run's dataset info here; its start-up notices (the oneDNN one is
+  printed even at TF_CPP_MIN_LOG_LEVEL=3) stay off the output (`ssl_jax.tensorflow_quiet`)."""
+  env = {key: value for key, value in os.environ.items()
+         if key not in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS")}
+  result = subprocess.run(
+      [sys.executable, "-m", "ssl_jax.fill_mask", f"--workdir={mlm_run[1]}", "--top_k=2",
+       "the [MASK] statement."], capture_output=True, text=True,
+      env={**env, "PYTHONPATH": ROOT}, cwd=ROOT, timeout=300)
+  assert result.returncode == 0, result.stderr
+  assert result.stderr == ""
+  lines = result.stdout.splitlines()
+  assert lines[0] == "the [MASK] statement." and lines[1].startswith("  [MASK] 1: ")
+  assert len(lines) == 2
+
+
 @pytest.mark.parametrize("module,variant", [
     (causal_lm, "lm1b"), (mlm, "wikipedia"), (mlm, "imdb_reviews")])
 def test_one_step_of_the_real_text_datasets_on_mock_tfds(tmp_path, module, variant):
