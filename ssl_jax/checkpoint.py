@@ -54,9 +54,24 @@ _OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
 # this many bytes per replica are split (orbax's own threshold setting; its default on GPUs
 # is not to split at all).
 MIN_REPLICA_SLICE_BYTES = 1 << 20
-ocp.type_handlers.register_type_handler(
-    jax.Array, ocp.type_handlers.ArrayHandler(
-        min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES), override=True)
+
+
+def _register_array_handler() -> None:
+  """Orbax's handler of jax.Array with MIN_REPLICA_SLICE_BYTES, for every save in the process
+  (without orbax's warning that a handler replaces its default: this one is meant to)."""
+  def replacing_notice(record: python_logging.LogRecord) -> bool:
+    return "overriding" not in str(record.msg)
+  absl_logger = logging.get_absl_logger()
+  absl_logger.addFilter(replacing_notice)
+  try:
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(
+            min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES), override=True)
+  finally:
+    absl_logger.removeFilter(replacing_notice)
+
+
+_register_array_handler()
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -121,6 +136,23 @@ class _QuietStorageTracebacks(python_logging.Filter):
     return True
 
 
+class _QuietAbandonedReads(python_logging.Filter):
+  """Drops asyncio's "Future exception was never retrieved" records of the other array reads
+  of a restore that already failed on one array (an unreadable step, which `restore_newest`
+  reports in one line and skips): orbax gathers the reads, re-raises the first failure, and
+  the futures of the others are collected unread, each logged with its traceback (how many
+  depends on timing: one CI run printed them, the runs before it did not)."""
+
+  def filter(self, record: python_logging.LogRecord) -> bool:
+    if record.name != "asyncio" or not record.exc_info or record.exc_info[2] is None:
+      return True
+    if "exception was never retrieved" not in str(record.msg):
+      return True
+    frames = traceback.extract_tb(record.exc_info[2])
+    return not any(frame.name == "_read_array_index_and_device_put"
+                   and f"{os.sep}orbax{os.sep}" in frame.filename for frame in frames)
+
+
 class _SkipLateCompletions:
   """An unraisable-error hook that skips TensorStore completing a write or read after the
   event loop of orbax's failed save or restore has closed, and the unawaited reads a failed
@@ -157,12 +189,16 @@ class _SkipLateCompletions:
 
 
 def _quiet_failure_noise() -> None:
-  """Keeps a failed save to the one line it is reported as: no orbax or asyncio tracebacks of
-  its storage error (`_QuietStorageTracebacks`), none of its abandoned I/O
-  (`_SkipLateCompletions`). Installed once per process; anything else prints as before."""
+  """Keeps a failed save or restore to the one line it is reported as: no orbax or asyncio
+  tracebacks of its storage error (`_QuietStorageTracebacks`), none of its abandoned I/O
+  (`_SkipLateCompletions`, `_QuietAbandonedReads`). Installed once per process; anything else
+  prints as before."""
   for logger in (logging.get_absl_logger(), python_logging.getLogger("asyncio")):
     if not any(isinstance(f, _QuietStorageTracebacks) for f in logger.filters):
       logger.addFilter(_QuietStorageTracebacks())
+  asyncio_logger = python_logging.getLogger("asyncio")
+  if not any(isinstance(f, _QuietAbandonedReads) for f in asyncio_logger.filters):
+    asyncio_logger.addFilter(_QuietAbandonedReads())
   if not isinstance(sys.unraisablehook, _SkipLateCompletions):
     sys.unraisablehook = _SkipLateCompletions(sys.unraisablehook)
 
