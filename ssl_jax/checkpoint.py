@@ -332,10 +332,17 @@ class Checkpointer:
   def _remove_temporary(self, step: int) -> None:
     for path in glob.glob(os.path.join(glob.escape(self.directory),
                                        f"{step}{TEMPORARY_SUFFIX}*")):
-      try:
-        shutil.rmtree(path)
-      except OSError as e:
-        logging.warning("could not remove the partial checkpoint %s: %s", path, e.strerror or e)
+      for _ in range(3):  # orbax's own cleanup may be removing parts of it at the same time
+        try:
+          shutil.rmtree(path)
+          break
+        except FileNotFoundError:
+          if not os.path.exists(path):
+            break
+        except OSError as e:
+          logging.warning("could not remove the partial checkpoint %s: %s", path,
+                          e.strerror or e)
+          break
 
   def _newest_on_disk(self) -> int | None:
     """The newest complete step as the volume has it now (the manager's list is a cache)."""
