@@ -328,20 +328,36 @@ def load(name_or_path: str, dropout: float | None = None, dtype: Any = "float32"
                     params=params, nsp_params=nsp_params, tokenizer=tokenizer, special=special)
 
 
+_MEAN_POOLED = []
+
+
+def _mean_pooled():
+  """A module-level jitted (network static, params, tokens, mask) -> mean-pooled last hidden
+  states: one compilation per network and batch shape across calls (propagate calls `embed`
+  once per batch), not one per call. Built on first use, so importing this module needs no
+  JAX."""
+  if not _MEAN_POOLED:
+    import functools  # pylint: disable=g-import-not-at-top
+    import jax  # pylint: disable=g-import-not-at-top
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    from ssl_jax.models import transformer  # pylint: disable=g-import-not-at-top
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def pooled(network, params, tokens, mask):
+      hidden = network.apply({"params": params}, tokens, attention_mask=mask,
+                             method=type(network).encode)
+      return transformer.masked_mean_pool(hidden.astype(jnp.float32), mask)
+    _MEAN_POOLED.append(pooled)
+  return _MEAN_POOLED[0]
+
+
 def embed(model: Pretrained, texts: list[str], batch_size: int = 32,
           on_batch=None) -> np.ndarray:
   """Frozen features [n, width]: the last hidden states mean-pooled over each text's real
   tokens (special tokens included, as `AutoModel` + mean pooling does in the introductions).
   `on_batch(n)` is called after each batch (a progress bar)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from ssl_jax.models import transformer  # pylint: disable=g-import-not-at-top
-
-  @jax.jit
   def pooled(params, tokens, mask):
-    hidden = model.network.apply({"params": params}, tokens, attention_mask=mask,
-                                 method=type(model.network).encode)
-    return transformer.masked_mean_pool(hidden.astype(jnp.float32), mask)
+    return _mean_pooled()(model.network, params, tokens, mask)
 
   rows = []
   for start in range(0, len(texts), batch_size):
