@@ -159,7 +159,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.evals.pictures = ml_collections.ConfigDict(dict(type="pictures", num_pictures=8))
   # One-class anomaly detection (ssl_jax/evaluators/anomaly.py), off unless enabled: each
   # class in turn normal, test rows scored by their mean cosine distance to the k nearest
-  # normal training rows (deep kNN, Bergman et al. 2020: k=2), AUROC averaged over classes.
+  # normal training rows (deep kNN, Bergman et al. 2020: k=2), AUROC averaged over classes;
+  # methods that reconstruct also score by reconstruction error (`anomaly_reconstruction`).
   c.evals.anomaly = ml_collections.ConfigDict(dict(type="anomaly", enabled=False, k=2))
   # The linear segmentation probe on dense features (ssl_jax/evaluators/segmentation.py), off
   # unless enabled: per-pixel labels from the probe dataset's images ("ink" masks, mask_key

@@ -19,6 +19,20 @@ japanese_vowels (default; offline, 2 CPU cores):
   linear at 5: 91.8 vs 92.2); with all labels raw stays ahead on linear and kNN.
 basic_motions (offline): `sequences/basic_motions` (6 watch IMU channels, 100 steps, 4
   activities; 40 train / 40 test), kernel = stride = 2 then 1 (50 steps), batch 32.
+vowels (offline, raw audio, 2 CPU cores):
+    python -m ssl_jax.main --config=configs/cpc.py:vowels --workdir=runs/cpc_vowels
+  The embedded `vowels` (ssl_jax/data/builders/vowels.py): strings of 3-4 voiced-stop +
+  vowel syllables ("ba-da-ga": closure, burst, formant glide, steady vowel; one of 10
+  American-English vowels per utterance) synthesised at 8 kHz for 12 speakers (men, women,
+  children), 1,440 train / 480 test utterances of 0.25-0.5 s, zero-padded to 4000 samples;
+  label = the vowel. The waveform is read as is (it is already in [-1, 1]; no
+  standardisation, as for recorded audio). The paper's audio
+  encoder scaled down to 8 kHz and 2 CPU cores: four layers of 64, kernels (10, 8, 4, 4),
+  strides (5, 4, 2, 2) (a total stride of 80 samples: 50 steps of 10 ms per 0.5 s, the
+  paper's 10 ms step), a GRU of 64, K = 8 (80 ms ahead); batch 32, 2000 steps (as
+  `configs/wav2vec2.py:vowels`, for one table of both), AdamW 2e-3; then probes of the vowel
+  on the context averaged over the recorded steps, against the log-mel spectrogram
+  (`--config.data.raw_baseline=signal`: the flattened waveform) and the untrained network.
 speech_commands: TFDS `speech_commands` ({'audio': int16 [<=16000], 'label': 12 classes}),
   the raw 16 kHz waveform scaled to [-1, 1] as one channel, the paper's audio encoder (five
   layers of 512, kernels (10, 8, 4, 4, 4), strides (5, 4, 2, 2, 2): 100 steps of 10 ms per
@@ -42,6 +56,8 @@ NOTES = {
                         "is the reference."),
     "basic_motions": ("The embedded BasicMotions (4 activities, 40 train / 40 test series) are "
                       "this codebase's offline stand-in; no CPC paper reports on them."),
+    "vowels": ("The embedded synthesised vowels (10 vowels, 12 speakers, 8 kHz) are this "
+               "codebase's offline raw-audio stand-in; no CPC paper reports on them."),
     "speech_commands": ("No published number: van den Oord et al. 2018 pre-train and probe CPC "
                         "on LibriSpeech (phone and speaker classification), not on Speech "
                         "Commands."),
@@ -56,10 +72,11 @@ _AUDIO_ENCODER = dict(widths=(512,) * 5, kernels=(10, 8, 4, 4, 4), strides=(5, 4
                       context_width=256, prediction_steps=12)
 
 
-def _embedded(c: ml_collections.ConfigDict, problem: str, max_length: int, batch_size: int,
-              **cpc) -> None:
-  """The offline recipe: a small causal CNN + GRU, AdamW 2e-3, probes without fine-tuning."""
-  sequence_data(c, f"sequences/{problem}", max_length)
+def _embedded(c: ml_collections.ConfigDict, dataset: str, max_length: int, batch_size: int,
+              data: dict | None = None, **cpc) -> None:
+  """The offline recipe: a small causal CNN + GRU, AdamW 2e-3, probes without fine-tuning;
+  `data` overrides the sequence pipeline's keys."""
+  sequence_data(c, dataset, max_length, **(data or {}))
   c.cpc = ml_collections.ConfigDict(dict(
       widths=(64, 64), kernels=(1, 1), strides=(1, 1), context_width=64, prediction_steps=8,
       pooling="mean"))
@@ -94,9 +111,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = base_config()
   c.method = "cpc"
   if arg.variant == "japanese_vowels":
-    _embedded(c, "japanese_vowels", 29, 64)
+    _embedded(c, "sequences/japanese_vowels", 29, 64)
   elif arg.variant == "basic_motions":
-    _embedded(c, "basic_motions", 100, 32, kernels=(2, 1), strides=(2, 1))
+    _embedded(c, "sequences/basic_motions", 100, 32, kernels=(2, 1), strides=(2, 1))
+  elif arg.variant == "vowels":
+    _embedded(c, "vowels", 4000, 32,
+              data=dict(label_key="label", signal_scale=1.0, standardize=False,
+                        raw_baseline="log_mel", sample_rate=8000),
+              widths=(64,) * 4, kernels=(10, 8, 4, 4), strides=(5, 4, 2, 2))
+    c.total_steps = 2000  # wav2vec 2.0's vowels recipe: the two compare at equal steps
+    c.eval.batch_size = 480
   elif arg.variant == "speech_commands":
     _audio(c, "speech_commands", "audio", "label", 16000)
   elif arg.variant == "librispeech":
@@ -106,7 +130,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.evaluate_at_end = False
   else:
     raise ValueError(f"unknown cpc variant '{arg.variant}': use japanese_vowels, "
-                     "basic_motions, speech_commands or librispeech")
+                     "basic_motions, vowels, speech_commands or librispeech")
   c.evals.finetune.fractions = ()  # fine-tuning (ssl_jax/eval/finetune.py) is for images
   set_expected(c, None, NOTES[arg.variant])
   if arg.runlocal:

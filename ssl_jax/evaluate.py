@@ -52,10 +52,10 @@ def check(config) -> list[evaluators_lib.Evaluator]:
   first step, so that a bad evaluation setting fails before hours of training."""
   evaluators = evaluators_lib.build(config)
   expected.check(config)
+  from ssl_jax import modalities  # pylint: disable=g-import-not-at-top
+  modality = modalities.find(probe_config(config))
   for source in config.eval.feature_sources:
-    if source not in evaluators_lib.FEATURE_SOURCES:
-      raise UserError(f"unknown feature source '{source}' (config.eval.feature_sources): use "
-                      f"{', '.join(evaluators_lib.FEATURE_SOURCES)}")
+    evaluators_lib.check_source(source, modality)
   for evaluator in evaluators:
     evaluator.check()
   return evaluators

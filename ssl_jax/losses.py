@@ -585,3 +585,64 @@ def block_prediction_mse(predictions: jax.Array, targets: jax.Array,
   mask = block_masks.astype(jnp.float32)
   per_block = jnp.sum(error * mask, axis=-1) / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)
   return jnp.mean(per_block)
+
+
+def wav2vec2_contrastive(context: jax.Array, quantized: jax.Array, masked: jax.Array,
+                         distractors: jax.Array, temperature: float
+                         ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """wav2vec 2.0's contrastive task (Baevski et al. 2020, Eq. 3).
+
+  For each masked step t: L_m = -log exp(sim(c_t, q_t) / k) / sum_{q~ in Q_t}
+  exp(sim(c_t, q~) / k), sim the cosine similarity, Q_t the true quantized q_t and the K
+  distractors, quantized steps of the same utterance.
+
+  context [B, T, F] (the projected c_t), quantized [B, T, F], masked [B, T] (the steps that
+  are queries), distractors [B, T, K] (indices into T of the same row). Returns (the mean
+  over the masked steps, the fraction whose positive scores above every distractor, the
+  number of masked steps).
+  """
+  c = l2_normalize(context.astype(jnp.float32))
+  q = l2_normalize(quantized.astype(jnp.float32))
+  positive = jnp.sum(c * q, axis=-1, keepdims=True)  # [B, T, 1]
+  others = jax.vmap(lambda rows, index: rows[index])(q, distractors)  # [B, T, K, F]
+  negative = jnp.einsum("btf,btkf->btk", c, others)
+  logits = jnp.concatenate([positive, negative], axis=-1) / temperature
+  terms = -jax.nn.log_softmax(logits, axis=-1)[..., 0]
+  weights = masked.astype(jnp.float32)
+  count = jnp.sum(weights)
+  correct = (positive[..., 0] > jnp.max(negative, axis=-1)).astype(jnp.float32)
+  return (jnp.sum(terms * weights) / jnp.maximum(count, 1.0),
+          jnp.sum(correct * weights) / jnp.maximum(count, 1.0), count)
+
+
+def codebook_diversity(logits: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """wav2vec 2.0's diversity penalty (Baevski et al. 2020, Eq. 4) and the codebook perplexity.
+
+  p_g = the softmax of group g's logits (no Gumbel noise) averaged over the `valid` steps of
+  the batch; L_d = 1 / (G V) sum_g -H(p_g) = 1 / (G V) sum_g sum_v p_gv log p_gv, lowest when
+  every entry is used equally. The perplexity sum_g exp(H(p_g)) counts the entries in use
+  (G V at most).
+
+  logits [B, T, G, V], valid [B, T]. Returns (L_d, perplexity).
+  """
+  groups, entries = logits.shape[-2:]
+  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  weights = valid.astype(jnp.float32)[..., None, None]
+  mean = jnp.sum(probs * weights, axis=(0, 1)) / jnp.maximum(jnp.sum(weights), 1.0)  # [G, V]
+  negative_entropy = jnp.sum(mean * jnp.log(mean + 1e-7), axis=-1)  # [G]
+  return (jnp.sum(negative_entropy) / (groups * entries),
+          jnp.sum(jnp.exp(-negative_entropy)))
+
+
+def correspondence_cross_entropy(own_logits: jax.Array, other_logits: jax.Array,
+                                 weights: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Audio-visual correspondence's objective (Arandjelovic & Zisserman 2017, Sec. 3): the
+  binary cross-entropy of "corresponds" over each clip paired with its own sound (label 1,
+  `own_logits` [B]) and with another clip's (label 0, `other_logits` [B]), the 2B pairs
+  weighted by their clip's `weights` [B]. Returns (the weighted mean, the weighted accuracy
+  of the sign of the logit)."""
+  weights = weights.astype(jnp.float32)
+  terms = -jax.nn.log_sigmoid(own_logits) - jax.nn.log_sigmoid(-other_logits)
+  correct = (own_logits > 0).astype(jnp.float32) + (other_logits <= 0).astype(jnp.float32)
+  total = jnp.maximum(2 * jnp.sum(weights), 1.0)
+  return jnp.sum(terms * weights) / total, jnp.sum(correct * weights) / total

@@ -31,9 +31,16 @@ def markdown_table(report: dict) -> str:
     if fraction:  # fine-tuning: the fraction of the labels, and the classes' mean count
       labels = f"{fraction:.0%} ({per_class})"
     lines.append(f"| {protocol} | {labels} | " + " | ".join(values) + " |")
-  if any(r.get("metric") == "auroc" for r in report["results"]):
-    lines += ["", "The anomaly row is the one-class AUROC (%), mean ± std over the classes "
-              "taken in turn as normal (deep kNN scores); `anomaly_auroc.png` shows each class."]
+  scores = {"anomaly": "deep kNN distance to the normal class's training rows",
+            "anomaly_reconstruction": "reconstruction error's distance from the normal class's "
+                                      "training errors (robust z-score)"}
+  scored = list(dict.fromkeys(r["protocol"] for r in report["results"]
+                              if r.get("metric") == "auroc"))
+  if scored:
+    lines += ["", "The anomaly rows are the one-class AUROC (%), mean ± std over the classes "
+              "taken in turn as normal, test rows scored by " + "; ".join(
+                  f"{scores[p]} (`{p}`)" if p in scores else f"`{p}`" for p in scored)
+              + "; `anomaly_auroc.png` shows each class."]
   held_out = report.get("held_out")
   if held_out:
     lines += ["", f"## Held-out: {held_out['dataset']} {held_out['split']}", "",
@@ -42,15 +49,17 @@ def markdown_table(report: dict) -> str:
               if name not in ("dataset", "split")]
   retrieval = report.get("retrieval")
   if retrieval:
+    first, second = retrieval["kinds"]
+    keys = [f"{a}_to_{b}_r{k}" for a, b in ((first, second), (second, first)) for k in (1, 5)]
     lines += ["", f"## Retrieval: {retrieval['dataset']} {retrieval['split']} "
-              f"({retrieval['images']} images, {retrieval['captions']} captions)", "",
-              "Recall@K (%): a hit is the true caption (image) among the K nearest.", "",
-              "| features | image→text R@1 | image→text R@5 | text→image R@1 | "
-              "text→image R@5 |", "|---|---|---|---|---|"]
+              f"({retrieval['queries']} {first} inputs, {retrieval['items']} {second} inputs)",
+              "", f"Recall@K (%): a hit is the true {second} ({first}) input among the K "
+              "nearest.", "",
+              "| features | " + " | ".join(key.replace("_to_", "→").replace("_r", " R@")
+                                           for key in keys) + " |", "|---|---|---|---|---|"]
     for row in retrieval["results"]:
       lines.append(f"| {row['features']} | " + " | ".join(
-          f"{100 * row[key]:.1f}" for key in ("image_to_text_r1", "image_to_text_r5",
-                                              "text_to_image_r1", "text_to_image_r5")) + " |")
+          f"{100 * row[key]:.1f}" for key in keys) + " |")
   segmentation = report.get("segmentation")
   if segmentation:
     lines += segmentation_lines(segmentation)

@@ -260,7 +260,8 @@ def test_train_then_evaluate_reports_zero_shot_and_retrieval(data_dir, tmp_path)
   assert set(zero_shot) == {"ssl", "random_init"}
   assert all(0 <= r["accuracy"] <= 1 and r["labels_per_class"] == 0 for r in zero_shot.values())
   retrieval = report["retrieval"]
-  assert (retrieval["images"], retrieval["captions"]) == (1080, 3240)
+  assert (retrieval["queries"], retrieval["items"]) == (1080, 3240)
+  assert retrieval["kinds"] == ["image", "text"]
   assert {r["features"] for r in retrieval["results"]} == {"ssl", "random_init"}
   for row in retrieval["results"]:
     assert 0 <= row["image_to_text_r1"] <= row["image_to_text_r5"] <= 1

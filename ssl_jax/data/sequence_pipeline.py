@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from ssl_jax.config_lib import check_choice, check_number
 from ssl_jax.data import stream
 from ssl_jax.data.inputs import DatasetInfo
 from ssl_jax.errors import UserError
@@ -54,8 +55,27 @@ def dataset_info(config: Any) -> DatasetInfo:
   data = config.data
   if data.max_length < 1:
     raise UserError(f"config.data.max_length must be >= 1, got {data.max_length}")
+  _check_raw_baseline(data)
   return DatasetInfo(*stream.sizes_and_classes(builder, data),
                      input_shape=(data.max_length, _num_channels(builder, data.signal_key)))
+
+
+def _check_raw_baseline(data: Any) -> None:
+  """One-line UserErrors for `data.raw_baseline` and, for "log_mel", its settings."""
+  from ssl_jax.modalities.sequence import RAW_BASELINES  # pylint: disable=g-import-not-at-top
+  baseline = data.get("raw_baseline", "signal")
+  check_choice("config.data.raw_baseline", baseline, RAW_BASELINES)
+  if baseline != "log_mel":
+    return
+  if not data.get("sample_rate") or "log_mel" not in data:
+    raise UserError("config.data.raw_baseline='log_mel' needs config.data.sample_rate (Hz) and "
+                    "config.data.log_mel (window_length, hop_length, num_mels)")
+  check_number("config.data.sample_rate", data.sample_rate, above=0)
+  for key in ("window_length", "hop_length", "num_mels"):
+    check_number(f"config.data.log_mel.{key}", data.log_mel[key], minimum=1, integer=True)
+  if data.log_mel.window_length > data.max_length:
+    raise UserError(f"config.data.log_mel.window_length ({data.log_mel.window_length}) is "
+                    f"longer than a window of config.data.max_length ({data.max_length})")
 
 
 def _read_keys(builder: tfds.core.DatasetBuilder, data: Any) -> list[str]:

@@ -32,7 +32,9 @@ from ssl_jax.data.builders import moving_digits  # pylint: disable=unused-import
 from ssl_jax.data.builders import photos  # pylint: disable=unused-import  (registers "photos")
 from ssl_jax.data.builders import python_docs  # pylint: disable=unused-import  (registers it)
 from ssl_jax.data.builders import sequences  # pylint: disable=unused-import  (registers it)
+from ssl_jax.data.builders import sounding_digits  # pylint: disable=unused-import  (registers it)
 from ssl_jax.data.builders import user_files
+from ssl_jax.data.builders import vowels  # pylint: disable=unused-import  (registers it)
 from ssl_jax.errors import UserError
 
 # TF only runs host-side input ops here; keep it off the accelerators JAX owns.
@@ -44,7 +46,7 @@ if tf.config.list_physical_devices("GPU"):
 _MAX_LABEL_SCAN_BYTES = 1 << 30
 # Datasets whose builders live in `ssl_jax.data.builders` and prepare offline.
 EMBEDDED = frozenset({"captioned_images", "digits", "moving_digits", "photos", "python_docs",
-                      "sequences"})
+                      "sequences", "sounding_digits", "vowels"})
 
 
 def load_builder(config: Any) -> tfds.core.DatasetBuilder:

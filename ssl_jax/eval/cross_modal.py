@@ -1,4 +1,5 @@
-"""Zero-shot classification and image <-> text retrieval from a joint image–text embedding.
+"""Zero-shot classification and image <-> text retrieval from a joint image–text embedding (and
+the same retrieval between any two kinds of input embedded in one space: a clip and its sound).
 
 For any model that embeds images and texts in one space as unit vectors (CLIP, Radford et al.
 2021), on any embedding matrices:
@@ -51,13 +52,15 @@ def zero_shot_predict(image_embeddings: np.ndarray, class_embeddings: np.ndarray
 
 
 def retrieval_recall(image_embeddings: np.ndarray, text_embeddings: np.ndarray,
-                     text_image: np.ndarray, ks: Sequence[int] = (1, 5), chunk: int = 1024
-                     ) -> dict[str, float]:
+                     text_image: np.ndarray, ks: Sequence[int] = (1, 5), chunk: int = 1024,
+                     kinds: tuple[str, str] = ("image", "text")) -> dict[str, float]:
   """Recall@k of image -> text and text -> image retrieval (see the module docstring).
 
   image_embeddings [N, d]; text_embeddings [M, d]; text_image [M], the index of each text's
-  image. Returns {"image_to_text_r{k}", "text_to_image_r{k}": fraction} for each k.
+  image. Returns {"image_to_text_r{k}", "text_to_image_r{k}": fraction} for each k, the two
+  kinds of input named by `kinds` (a clip and its sound: ("video", "audio")).
   """
+  first, second = kinds
   images, texts = _normalised(image_embeddings), _normalised(text_embeddings)
   text_image = np.asarray(text_image)
   if len(text_image) != len(texts) or np.any((text_image < 0) | (text_image >= len(images))):
@@ -80,6 +83,6 @@ def retrieval_recall(image_embeddings: np.ndarray, text_embeddings: np.ndarray,
   text_ranks = np.concatenate(text_ranks)
   recalls = {}
   for k in ks:
-    recalls[f"image_to_text_r{k}"] = float(np.mean(image_ranks < k))
-    recalls[f"text_to_image_r{k}"] = float(np.mean(text_ranks < k))
+    recalls[f"{first}_to_{second}_r{k}"] = float(np.mean(image_ranks < k))
+    recalls[f"{second}_to_{first}_r{k}"] = float(np.mean(text_ranks < k))
   return recalls

@@ -12,8 +12,9 @@
   (log scale; "all" is placed at the training set's mean class size), one line per feature
   source with the spread over seeds as error bars.
 
-* `anomaly_aurocs`: the anomaly protocol's AUROC for each class as the normal one, a bar per
-  feature source.
+* `anomaly_aurocs`: the anomaly protocols' AUROC for each class as the normal one, a panel
+  per protocol (deep kNN, reconstruction error) and a bar per feature source, each source in
+  the same colour in every panel.
 
 All return an RGB uint8 array, which `pictures.write`'s PNG writer saves beside the report.
 """
@@ -115,22 +116,33 @@ def accuracy_curves(results: list[dict], all_labels_x: float) -> np.ndarray:
   return _render(figure)
 
 
-def anomaly_aurocs(rows: list[dict]) -> np.ndarray:
-  """The anomaly protocol's rows -> one RGB image: each class's AUROC as the normal class,
-  a group of bars per class and a bar per feature source, chance (50%) dashed."""
-  figure, axis = plt.subplots(figsize=(max(5.0, 0.6 * len(rows[0]["per_class"]) + 2), 3.6))
-  width = 0.8 / len(rows)
-  classes = np.arange(len(rows[0]["per_class"]))
-  for i, row in enumerate(rows):
-    values = [np.nan if v is None else 100 * v for v in row["per_class"]]
-    axis.bar(classes + (i - (len(rows) - 1) / 2) * width, values, width,
-             label=f"{row['features']} (mean {100 * row['accuracy']:.1f})")
-  axis.axhline(50, color="grey", linestyle="--", linewidth=1)
-  axis.set_xticks(classes)
-  axis.set_xlabel("normal class")
-  axis.set_ylabel("AUROC (%)")
-  axis.set_ylim(0, 100)
-  axis.set_title("one-class anomaly detection (deep kNN)")
-  axis.legend(loc="lower right", fontsize=8)
-  axis.grid(alpha=0.3, axis="y")
+def anomaly_aurocs(rows: list[dict], titles: dict[str, str] | None = None) -> np.ndarray:
+  """The anomaly protocols' rows -> one RGB image: a panel per protocol (titled by `titles`,
+  else its name) with each class's AUROC as the normal class, a group of bars per class and a
+  bar per feature source, chance (50%) dashed."""
+  protocols = list(dict.fromkeys(r["protocol"] for r in rows))
+  sources = list(dict.fromkeys(r["features"] for r in rows))
+  num_classes = len(rows[0]["per_class"])
+  classes = np.arange(num_classes)
+  colours = plt.get_cmap("tab10")
+  figure, axes = plt.subplots(len(protocols), 1, squeeze=False, sharex=True,
+                              figsize=(max(5.0, 0.6 * num_classes + 2), 3.6 * len(protocols)))
+  for axis, protocol in zip(axes[:, 0], protocols):
+    panel = [r for r in rows if r["protocol"] == protocol]
+    width = 0.8 / len(panel)
+    for i, row in enumerate(panel):
+      values = [np.nan if v is None else 100 * v for v in row["per_class"]]
+      axis.bar(classes + (i - (len(panel) - 1) / 2) * width, values, width,
+               color=colours(sources.index(row["features"]) % 10),
+               label=f"{row['features']} (mean {100 * row['accuracy']:.1f})")
+    axis.axhline(50, color="grey", linestyle="--", linewidth=1)
+    axis.set_xticks(classes)
+    axis.set_ylabel("AUROC (%)")
+    axis.set_ylim(0, 100)
+    axis.set_title((titles or {}).get(protocol, protocol))
+    # Outside the axes: with AUROCs near 100% the bars fill the panel.
+    axis.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    axis.grid(alpha=0.3, axis="y")
+  axes[-1, 0].set_xlabel("normal class")
+  figure.suptitle("one-class anomaly detection")
   return _render(figure)

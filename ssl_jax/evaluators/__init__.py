@@ -19,15 +19,35 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax.components import import_component
 from ssl_jax.errors import UserError
 
 # Feature sources: `ssl` the checkpoint, `random_init` the same network at its initialisation,
-# `raw` the inputs themselves (the modality's baseline).
+# `raw` the inputs themselves (the modality's baseline). Each may be followed by ":<kind>", the
+# kind of a modality's paired input (a clip's "audio"): the same source's features of that
+# input (`Method.represent_paired`, `Modality.raw_paired_features`).
 NETWORK_SOURCES = ("ssl", "random_init")
 FEATURE_SOURCES = NETWORK_SOURCES + ("raw",)
+
+
+def split_source(source: str) -> tuple[str, str | None]:
+  """"ssl:audio" -> ("ssl", "audio"); "ssl" -> ("ssl", None)."""
+  base, _, kind = str(source).partition(":")
+  return base, kind or None
+
+
+def check_source(source: str, modality: Any) -> None:
+  """A UserError unless `source` is a feature source of runs of `modality`."""
+  base, kind = split_source(source)
+  paired = modality.paired_kind
+  allowed = list(FEATURE_SOURCES) + ([f"{s}:{paired}" for s in FEATURE_SOURCES] if paired
+                                     else [])
+  if base not in FEATURE_SOURCES or (kind is not None and kind != paired):
+    raise UserError(f"unknown feature source '{source}' (config.eval.feature_sources): use "
+                    f"{', '.join(allowed)}")
 
 Split = tuple[np.ndarray, np.ndarray]  # features [n, d] float32, labels [n]
 
@@ -100,6 +120,10 @@ class Context:
   def source_fn(self, source: str) -> Callable[[dict], jax.Array]:
     """Evaluation batch of the probe dataset -> the features of `source`."""
     modality = self.probe_inputs.modality
+    check_source(source, modality)
+    base, kind = split_source(source)
+    if kind is not None:
+      return self._paired_source_fn(base)
     if source == "raw":
       raw = modality.raw_features(self.config)
       return lambda batch: raw(modality.eval_inputs(batch))
@@ -107,6 +131,28 @@ class Context:
       raise UserError(f"unknown feature source '{source}': use {', '.join(FEATURE_SOURCES)}")
     return self.representation_fn(self.method.represent, self.network_state(source),
                                   self.probe_inputs)
+
+  def _paired_source_fn(self, base: str) -> Callable[[dict], jax.Array]:
+    """Evaluation batch -> [b, d]: the features of `base` of each example's paired inputs,
+    averaged over the real ones when an example has several."""
+    modality = self.probe_inputs.modality
+    if base == "raw":
+      represent = modality.raw_paired_features(self.config)
+    else:
+      if self.method.represent_paired is None:
+        raise UserError(f"feature source '{base}:{modality.paired_kind}': method "
+                        f"'{self.config.method}' has no network of its own for "
+                        f"{modality.paired_kind} inputs")
+      state = self.network_state(base)
+      params, extra = state["params"]["model"], state["extra"]
+      represent = lambda paired: self.method.represent_paired(params, extra, paired)
+
+    def paired_features(batch):
+      _, paired, valid = modality.paired_inputs(batch)
+      features = represent(paired).reshape(valid.shape + (-1,)).astype(jnp.float32)
+      weights = valid.astype(jnp.float32)[..., None]
+      return jnp.sum(features * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
+    return paired_features
 
   def features(self, source: str) -> tuple[Split, Split]:
     """((train features, labels), (test features, labels)) of `source` on the probe dataset,

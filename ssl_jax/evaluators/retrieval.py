@@ -1,11 +1,13 @@
 """Cross-modal retrieval (CLIP, Radford et al. 2021, Sec. 3.1.5): Recall@1/5 both ways between
-each example's input and its paired inputs (an image and its captions) on the training
-dataset's test split, in the method's joint embedding; a tie counts against the model.
+each example's input and its paired inputs (an image and its captions, a clip and its sound)
+on the training dataset's test split, in the method's joint embedding; a tie counts against
+the model.
 
 Settings (`config.evals.<name>`, type "retrieval"): none. It applies to a run whose modality
-pairs two kinds of input (`Modality.paired_kind`) and a method that embeds both
-(`Method.embed`); the report gets "retrieval": {dataset, split, images, captions, results:
-[{features, image_to_text_r1, _r5, text_to_image_r1, _r5}]}.
+pairs two kinds of input (`Modality.kind` and `paired_kind`) and a method that embeds both
+(`Method.embed`); the report gets "retrieval": {dataset, split, kinds, queries, items,
+results: [{features, <kind>_to_<paired>_r1, _r5, <paired>_to_<kind>_r1, _r5}]}, e.g.
+image_to_text_r1 for images and captions.
 """
 from absl import logging
 
@@ -37,10 +39,12 @@ class Evaluator(EvaluatorBase):
               params, extra, second),
           modality.paired_inputs, context.batches(inputs, config.data.test_split),
           context.mesh)
-      recalls = cross_modal.retrieval_recall(firsts, seconds, owners)
+      recalls = cross_modal.retrieval_recall(firsts, seconds, owners,
+                                             kinds=(modality.kind, modality.paired_kind))
       rows.append({"features": source,
                    **{name: round(value, 6) for name, value in recalls.items()}})
       logging.info("%-11s retrieval %s", source, rows[-1])
     return Output(sections={"retrieval": {
         "dataset": config.dataset, "split": config.data.test_split,
-        "images": int(len(firsts)), "captions": int(len(seconds)), "results": rows}})
+        "kinds": [modality.kind, modality.paired_kind], "queries": int(len(firsts)),
+        "items": int(len(seconds)), "results": rows}})

@@ -14,6 +14,20 @@ functions, so neither ever branches on a method's name:
       runs after the optimizer update (EMA targets and their momentum schedules).
   represent(params, extra, images) -> features
       the frozen representation used downstream (normalised images in, [batch, dim] out).
+  represent_paired(params, extra, paired) -> [batch * M, dim]      (optional)
+      for a method with a network of its own for the second kind of input an example
+      carries (`Modality.paired_kind`; audio-visual correspondence: the audio tower), that
+      network's frozen representation of `paired` (the modality's `paired_inputs(batch)[1]`,
+      as stored); the probes read it as the feature sources "ssl:<kind>" and
+      "random_init:<kind>".
+  reconstruction_error(params, extra, images, rng) -> [batch] float32      (optional)
+      for a method that reconstructs its input (autoencoder, VAE, MAE, inpainting), each
+      example's mean squared reconstruction error in the normalised input space, over what
+      its objective reconstructs (the hidden pixels, the masked patches): `images` as
+      `represent` takes them, `rng` fixes any corruption (masks, noise) so that the scores are
+      reproducible. The anomaly evaluation scores rows by it, the autoencoder's classic
+      anomaly score (Japkowicz, Myers & Gluck 1995; Sakurada & Yairi 2014, "Anomaly
+      Detection Using Autoencoders with Nonlinear Dimensionality Reduction").
   represent_dense(params, extra, images) -> [batch, h, w, dim]      (optional)
       the same network's features before pooling, on their spatial grid: a ViT's patch
       tokens (CLS dropped), a CNN's last feature map; the dense (segmentation) probe reads
@@ -129,6 +143,8 @@ class Method:
   test_metrics: Callable[..., dict[str, tuple[jax.Array, jax.Array]]] | None = None
   embed: Mapping[str, Callable[..., jax.Array]] | None = None
   represent_dense: Callable[..., jax.Array] | None = None
+  represent_paired: Callable[..., jax.Array] | None = None
+  reconstruction_error: Callable[..., jax.Array] | None = None
   # "" when the loss is a mean (weighted by `StepOutput.weight`) of per-example terms, so that
   # microbatch gradients add up to the batch's exactly (given BatchNorm-free networks and
   # per-example randomness); otherwise what couples the examples, for the one line that
@@ -256,7 +272,10 @@ def corrupted_reconstruction_method(
   representation is the encoder's h of clean images (the online probe sees h of the
   corrupted ones, from the loss's forward pass). The picture `picture_name` has one row per
   image: input, corrupted input, output (outside `mask` the input is kept, so an inpainting
-  shows the prediction pasted into its context). `extra` holds only BatchNorm statistics.
+  shows the prediction pasted into its context). The reconstruction error (the anomaly
+  score) is the loss's per example, of the network in eval mode on a corruption `rng` fixes:
+  the same pixels counted as in training, so that a row scores what the objective learnt to
+  do. `extra` holds only BatchNorm statistics.
   """
   def init(rng: jax.Array, batch: dict[str, jax.Array]) -> tuple[Any, Any]:
     params, batch_stats = init_variables(network, rng, batch["views"][:, 0])
@@ -277,14 +296,24 @@ def corrupted_reconstruction_method(
                               method=type(network).encode)
     return h
 
-  def pictures(params, extra, images, rng):
+  def reconstruct(params, extra, images, rng):
+    """(corrupted images, counted pixels, the network's output), in eval mode."""
     corrupted, mask, _ = corrupt(rng, images)
     _, _, output = apply_in_eval_mode(network, params, extra["batch_stats"], corrupted)
+    return corrupted, mask, output
+
+  def pictures(params, extra, images, rng):
+    corrupted, mask, output = reconstruct(params, extra, images, rng)
     if mask is not None:
       output = jnp.where(mask, output, images)
     return {picture_name: jnp.stack([images, corrupted, output], axis=1)}
 
+  def reconstruction_error(params, extra, images, rng):
+    _, mask, output = reconstruct(params, extra, images, rng)
+    return jax.vmap(losses.mean_squared_error)(output, images, mask)
+
   return Method(init=init, loss=loss, represent=represent, pictures=pictures,
+                reconstruction_error=reconstruction_error,
                 coupling="its decoder normalises by the batch's statistics (BatchNorm)")
 
 

@@ -16,6 +16,10 @@ of h, so a linear probe on h can do all a probe on the code can, and h is what t
 methods (and the `random_init` baseline) report for the same encoder. `represent` encodes
 clean images; the online probe sees h of the noisy ones.
 
+The reconstruction error, the anomaly evaluation's score (Japkowicz et al. 1995; Sakurada &
+Yairi 2014), is the loss's per image: the error of reconstructing the clean image from a
+noisy one, the noise drawn from the evaluation's fixed rng (`corrupted_reconstruction_method`).
+
 Config (`config.autoencoder`): latent_dim, noise, noise_level; `config.encoder` and
 `config.decoder` give the networks.
 """

@@ -22,6 +22,10 @@ take their shapes from PASCAL VOC segmentations.
 The representation is the pooled encoder features of the full, unmasked image; the online
 probe sees the features of the masked images (the loss's forward pass).
 
+The reconstruction error (the anomaly evaluation's score) is the loss's per image: the error
+on the hidden pixels of a region drawn from the evaluation's fixed rng
+(`corrupted_reconstruction_method`).
+
 Config (`config.inpainting`): region, size, grid, bottleneck_dim; `config.encoder` and
 `config.decoder` give the networks.
 """

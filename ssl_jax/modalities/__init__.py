@@ -35,7 +35,9 @@ or guess from a batch's keys what it holds:
     kind: the input kind `eval_inputs` gives ("image", "text", ...), the key under which a
         method's joint embedding of such inputs is found (`Method.embed`)
     paired_kind: the kind of the second input each example carries (image–caption pairs:
-        "text"), with `paired_inputs(batch)`; evaluation then measures cross-modal retrieval
+        "text"; a clip's sound: "audio"), with `paired_inputs(batch)`; evaluation then
+        measures cross-modal retrieval, and `raw_paired_features(config)` is the `raw`
+        baseline of the paired inputs (the feature source "raw:<paired_kind>")
     can_finetune: whether the fine-tuning evaluation applies (uint8 images it can shift)
     encode_texts(inputs, texts): token rows of free text in the run's vocabulary, for the
         modalities that have one (zero-shot prompts)
@@ -167,6 +169,13 @@ class Modality(abc.ABC):
     paired inputs of each example are real [b, M]) of an evaluation batch."""
     del batch
     raise UserError(f"{type(self).__name__.lower()} examples carry no paired input")
+
+  def raw_paired_features(self, config: Any) -> FeatureFn:
+    """The `raw` baseline of the paired inputs: `paired_inputs(batch)[1]` [b * M, ...] ->
+    [b * M, d] float32 features."""
+    del config
+    raise UserError(f"{type(self).__name__.lower()} examples have no raw baseline of a paired "
+                    "input")
 
   def encode_texts(self, inputs: Inputs, texts: list[str]) -> Batch:
     """Token rows of `texts` in the run's vocabulary, as the text embedding takes them."""

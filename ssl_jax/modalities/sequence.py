@@ -3,7 +3,10 @@
 
 A batch holds "signal" float32 [b, T, C] (zeros after each recording's end) and "length"
 int32 [b], plus "label" when labelled and "mask" in evaluation. `represent` reads both; the
-raw baseline is the flattened window.
+raw baseline (`config.data.raw_baseline`) is the flattened window ("signal"), or for audio
+its log-mel spectrogram ("log_mel", the classic hand-made speech features: Davis &
+Mermelstein 1980), at `config.data.sample_rate` with `config.data.log_mel`'s window, hop and
+mel bands.
 """
 from typing import Any
 
@@ -12,8 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax.modalities import Batch, FeatureFn, Modality
+from ssl_jax.models import spectrogram
 
 SEQUENCE_INPUTS = ("signal", "length")  # what a sequence `represent` reads
+RAW_BASELINES = ("signal", "log_mel")
 
 
 def raw_signal(inputs: dict[str, jax.Array]) -> jax.Array:
@@ -42,8 +47,16 @@ class Sequence(Modality):
     return {key: batch[key] for key in SEQUENCE_INPUTS}
 
   def raw_features(self, config: Any) -> FeatureFn:
-    del config
-    return raw_signal
+    if config.data.get("raw_baseline", "signal") == "signal":
+      return raw_signal
+    settings, rate = config.data.log_mel, config.data.sample_rate
+
+    def log_mel(inputs):
+      waveform = jnp.mean(inputs["signal"].astype(jnp.float32), axis=-1)  # channels -> mono
+      bands = spectrogram.log_mel_spectrogram(
+          waveform, rate, settings.window_length, settings.hop_length, settings.num_mels)
+      return bands.reshape(bands.shape[0], -1)
+    return log_mel
 
   def nominal_input_shape(self, config: Any, channels: int) -> tuple[int, ...]:
     return (config.data.max_length, channels)

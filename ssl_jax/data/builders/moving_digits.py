@@ -32,21 +32,30 @@ _SEED = 7
 _SPLIT_IDS = {"train": 0, "test": 1}
 
 
-def trajectory(rng: np.random.Generator, num_frames: int, room: int
-               ) -> np.ndarray:
+def trajectory(rng: np.random.Generator, num_frames: int, room: int,
+               with_velocities: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
   """Top-left corners [num_frames, 2] (row, column) of a sprite moving with constant velocity
-  in [0, room]^2, reflected at the walls (elastic bounces)."""
+  in [0, room]^2, reflected at the walls (elastic bounces).
+
+  With `with_velocities`, also the velocities [num_frames, 2] that each corner sets off with
+  towards the next one (before any bounce on the way): with the corners they give the
+  continuous path and the instants of the bounces (`sounding_digits` times its sound by them).
+  The draws, and so the corners, are the same either way.
+  """
   position = rng.integers(0, room + 1, size=2)
   velocity = rng.choice(SPEEDS, size=2)
-  corners = []
+  corners, velocities = [], []
   for _ in range(num_frames):
     corners.append(position.copy())
+    velocities.append(velocity.copy())
     position = position + velocity
     for axis in range(2):
       if position[axis] < 0:
         position[axis], velocity[axis] = -position[axis], -velocity[axis]
       elif position[axis] > room:
         position[axis], velocity[axis] = 2 * room - position[axis], -velocity[axis]
+  if with_velocities:
+    return np.stack(corners), np.stack(velocities)
   return np.stack(corners)
 
 
