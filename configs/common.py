@@ -101,13 +101,13 @@ def base_config() -> ml_collections.ConfigDict:
       local_views=0, local_image_size=96, local_crop_scale=(0.05, 0.4)))
 
   # What every evaluation shares: the dataset the probes read, when not the training one (a
-  # language model trained on unlabelled text is probed on labelled text): its label feature,
-  # the split its labelled examples come from when not data.train_split, and its modality when
+  # language model trained on unlabelled text is probed on labelled text): its label feature
+  # ("label" when unset; without eval.dataset, another label of the training dataset), the split its labelled examples come from when not data.train_split, and its modality when
   # not data.modality (its test split is data.test_split); the batch size of feature
   # extraction; and the feature sources compared side by side.
   c.eval = ml_collections.ConfigDict(dict(
       batch_size=512,
-      dataset=config_dict.placeholder(str), label_key="label",
+      dataset=config_dict.placeholder(str), label_key=config_dict.placeholder(str),
       train_split=config_dict.placeholder(str), modality="",
       feature_sources=("ssl", "random_init", "raw"),
       # The order the evaluations run in (their rows' order in the report; plots come after

@@ -32,14 +32,19 @@ def probe_config(config):
   """The config the probes read: the run's, with `eval.dataset` (its `eval.label_key`, and
   `eval.train_split` and `eval.modality` when set) in place of the training dataset when set
   (a language model trained on unlabelled text is probed on a labelled one; CLIP trained on
-  COCO captions on CIFAR-10 images)."""
-  dataset = config.eval.get("dataset")
-  if not dataset:
+  COCO captions on CIFAR-10 images); without `eval.dataset`, `eval.label_key` (when set)
+  picks another label feature of the training dataset (the vowels' "speaker")."""
+  dataset, label_key = config.eval.get("dataset"), config.eval.get("label_key")
+  if not dataset and not label_key:
     return config
   probed = config.copy_and_resolve_references()
   probed.unlock()
+  if label_key:
+    probed.data.label_key = label_key
+  if not dataset:
+    return probed
   probed.dataset = dataset
-  probed.data.label_key = config.eval.get("label_key", "label")
+  probed.data.label_key = label_key or "label"
   if config.eval.get("modality"):  # CLIP trained on captioned images, probed on plain ones
     probed.data.modality = config.eval.modality
   if config.eval.get("train_split"):

@@ -253,9 +253,13 @@ def test_one_step_of_coco_captions_on_mock_tfds(module, tmp_path):
 
 
 def test_train_then_evaluate_reports_zero_shot_and_retrieval(data_dir, tmp_path):
-  config = _tiny(data_dir, total_steps=4)
+  # The two network sources, which zero-shot and retrieval read (the `raw` pixel baseline has
+  # neither: test_retrieval_is_skipped_without_a_network_feature_source).
+  config = _tiny(data_dir, total_steps=4, **{"eval.feature_sources": ("ssl", "random_init")})
   train.run(config, str(tmp_path))
   report = evaluate.run(str(tmp_path))
+  assert {(r["features"], r["protocol"]) for r in report["results"]} == {
+      (f, p) for f in ("ssl", "random_init") for p in ("linear", "knn", "zero_shot")}
   zero_shot = {r["features"]: r for r in report["results"] if r["protocol"] == "zero_shot"}
   assert set(zero_shot) == {"ssl", "random_init"}
   assert all(0 <= r["accuracy"] <= 1 and r["labels_per_class"] == 0 for r in zero_shot.values())

@@ -3,6 +3,7 @@ refused before anything runs, a grid of tiny digits runs through submitit's loca
 (a table whose means and stds are those of the trials' reports; reruns that skip finished
 trials, resume an interrupted one and retry a failed one), the SLURM array job submitit would
 submit, and a real 2-task array on a one-node SLURM cluster with a preempted, requeued task."""
+import functools
 import glob
 import json
 import os
@@ -154,14 +155,17 @@ def _tiny_base(data_dir):
 
 
 @pytest.mark.slow
-def test_a_grid_runs_locally_resumes_retries_and_tabulates(tmp_path):
+def test_a_grid_runs_locally_resumes_retries_and_tabulates(tmp_path, monkeypatch):
   """2 settings x 2 seeds through submitit's LocalExecutor, 2 at a time. One trial was
   interrupted after 2 of its 4 steps (it resumes there) and one holds a foreign run (it fails
   while the other 3 finish, is listed with its error, and is retried by the rerun once the
   workdir is fixed). The table's means and stds are those of the 4 reports."""
   from ssl_jax.data import inputs  # pylint: disable=g-import-not-at-top
   data_dir = str(tmp_path / "tfds")
-  base = _tiny_base(data_dir)
+  # Only the cells the table reads (linear@all, knn@all), one probe seed each: the table's
+  # std is over the trials.
+  base = override(_tiny_base(data_dir), **{"evals.probes.labels_per_class": (0,),
+                                           "evals.probes.seeds": 1})
   base.expected.targets = ({"cell": "knn@all", "accuracy": 60.0, "source": "a test",
                             "compute": "none"},)
   inputs.Inputs(base, str(tmp_path), create_tokenizer=False).info()  # build digits once
@@ -170,13 +174,35 @@ def test_a_grid_runs_locally_resumes_retries_and_tabulates(tmp_path):
   planned = runner.plan(SPEC, base, {}, sweep_dir, grid["sweep_flags"], 2)
   assert len(planned) == 4
   interrupted, foreign = planned[1], planned[2]
+  from ssl_jax import train  # pylint: disable=g-import-not-at-top
   from ssl_jax.run import run  # pylint: disable=g-import-not-at-top
-  run(override(interrupted.config.copy_and_resolve_references(), total_steps=2,
-               evaluate_at_end=False), interrupted.workdir(sweep_dir))
+
+  class SigtermAfterStep1(train._PreemptionFlag):  # pylint: disable=protected-access
+    """As if SIGTERM landed during step 2: the trainer saves step 2 and stops."""
+    reads = 0
+
+    @property
+    def raised(self):
+      self.reads += 1
+      return self.reads >= 2
+
+    @raised.setter
+    def raised(self, value):
+      del value
+
+  # The trial's own config (4 steps), stopped after step 2 the way a preempted run stops: the
+  # trials then load the train step this process compiled from the session's cache.
+  with monkeypatch.context() as patch:
+    patch.setattr(train, "_PreemptionFlag", SigtermAfterStep1)
+    outcome = run(interrupted.config.copy_and_resolve_references(),
+                  interrupted.workdir(sweep_dir))
+  assert not outcome.completed and int(outcome.state["step"]) == 2
   os.makedirs(foreign.workdir(sweep_dir))
   with open(os.path.join(foreign.workdir(sweep_dir), "config.json"), "w") as f:
     f.write(override(base.copy_and_resolve_references(), seed=99).to_json_best_effort())
 
+  # The local executor's wait polls every 0.5 s instead of every 2 s.
+  monkeypatch.setattr(launch, "run_local", functools.partial(launch.run_local, poll_seconds=0.5))
   found = runner.run(SPEC, base, {}, sweep_dir, **grid)
   assert list(found["failed"]) == [foreign.name]
   assert "holds a run with seed=99" in found["failed"][foreign.name]
@@ -271,8 +297,12 @@ def test_a_real_two_task_array_on_a_one_node_slurm_cluster(tmp_path, monkeypatch
   from ssl_jax.data import inputs  # pylint: disable=g-import-not-at-top
   data_dir = str(tmp_path / "tfds")
   base = _tiny_base(data_dir)
-  override(base, **{"evals.probes.protocols": ("knn",), "total_steps": 120,
+  override(base, **{"evals.probes.protocols": ("knn",), "evals.probes.labels_per_class": (0,),
+                    "evals.probes.seeds": 1, "total_steps": 120,
                     "checkpoint_every_steps": 20, "log_every_steps": 10})
+  # The wait for the array job polls every second, not backing off to 10 s between polls.
+  monkeypatch.setattr(launch, "run_slurm", functools.partial(launch.run_slurm,
+                                                             max_poll_seconds=1.0))
   inputs.Inputs(base, str(tmp_path), create_tokenizer=False).info()  # build digits once
   sweep_dir = str(tmp_path / "sweep")
   flags = ["simclr.temperature=0.1,0.5"]

@@ -363,3 +363,15 @@ def test_sequence_pipeline_reads_the_raw_waveforms(builder, data_dir):
   np.testing.assert_array_equal(batch["signal"][..., 0], stored["signal"])  # as is: scale 1
   np.testing.assert_array_equal(batch["length"], stored["length"])
   np.testing.assert_array_equal(batch["label"], stored["label"])
+
+
+def test_eval_label_key_probes_the_speaker_of_the_training_dataset(data_dir, builder):
+  from ssl_jax import evaluate, modalities  # pylint: disable=g-import-not-at-top
+  config = override(cpc_config.get_config("vowels,runlocal=True"), **{"data.data_dir": data_dir})
+  config.unlock()
+  assert evaluate.probe_config(config) is config  # no eval.dataset, no eval.label_key
+  config.eval.label_key = "speaker"
+  probed = evaluate.probe_config(config)
+  assert probed.data.label_key == "speaker" and probed.dataset == "vowels"
+  counts = modalities.find(probed).label_counts(probed)
+  np.testing.assert_array_equal(counts, np.full(12, 120))  # 12 speakers, 120 each
