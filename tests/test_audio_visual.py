@@ -94,6 +94,24 @@ def test_sharded_step_equals_single_device(data_dir, variant):
   assert_sharded_equals_single_device(results)
 
 
+def test_the_waveform_audio_tower_is_the_strided_encoder_pooled_over_time(data_dir):
+  config = _tiny(data_dir, **{"audio_visual.audio_input": "waveform",
+                              "audio_visual.audio_kernels": (10, 8),
+                              "audio_visual.audio_strides": (5, 4)})
+  model = audio_visual.network(config)
+  frames, audio = jnp.zeros((2, 10, 32, 32, 1)), jnp.ones((2, 4000)) * 0.1
+  params = model.init(jax.random.PRNGKey(0), frames, audio)["params"]
+  kernels = params["audio_tower"]["FeatureEncoder_0"]
+  assert kernels["Conv_0"]["kernel"].shape == (10, 1, 4)  # a 1-D conv over the waveform
+  features, embedding = model.apply({"params": params}, audio,
+                                    method=type(model).audio)
+  assert features.shape == (2, 8) and embedding.shape == (2, 8)
+  with pytest.raises(UserError, match="one entry per layer"):
+    audio_visual.network(_tiny(data_dir, **{"audio_visual.audio_input": "waveform",
+                                            "audio_visual.audio_kernels": (10,),
+                                            "audio_visual.audio_strides": (5, 4)}))
+
+
 def test_a_joint_space_only_where_the_objective_makes_one(data_dir):
   length = config_lib.training_length(_tiny(data_dir), 1257)
   for variant, joint in (("sounding_digits", True), ("sounding_digits_l3", False),

@@ -178,8 +178,9 @@ def test_sharded_step_equals_single_device(data_dir):
   assert_sharded_equals_single_device(results)
 
 
-def test_one_step_of_speech_commands_on_mock_tfds(tmp_path):
-  config = _tiny(None, "speech_commands,runlocal=True", total_steps=1, batch_size=4,
+@pytest.mark.parametrize("variant", ["speech_commands", "librispeech"])
+def test_one_step_on_mock_tfds(tmp_path, variant):
+  config = _tiny(None, f"{variant},runlocal=True", total_steps=1, batch_size=4,
                  **{"data.max_length": 1600})
   with tfds.testing.mock_data(num_examples=8):
     state = train.run(config, str(tmp_path))
