@@ -36,7 +36,7 @@ CASES = {
     "views the method cannot take": (["--config.data.num_views=3"],
                                      "SimCLR takes 2 views per image"),
     "unknown modality": (["--config.data.modality=audio"],
-                         "config.data.modality must be one of image, image_text, sequence"),
+                         "config.data.modality must be one of audio_video, image, image_text, sequence"),
     "negative duration": (["--config.total_steps=-5"], "total_steps must be >= 0"),
     # Evaluation settings, checked before the first training step.
     "unknown probe protocol": (["--config.evals.probes.protocols=('no_such',)"],
