@@ -46,14 +46,40 @@ def test_correspondence_loss_is_the_binary_cross_entropy_of_own_and_other_pairs(
   np.testing.assert_allclose(accuracy, np.mean((probability > 0.5) == labels), rtol=1e-6)
 
 
-def test_negatives_are_other_clips_uniformly():
-  draws = np.asarray(jax.vmap(lambda key: audio_visual.other_clips(key, 5))(
-      jax.random.split(jax.random.PRNGKey(0), 800)))
+def test_negatives_are_other_real_clips_uniformly():
+  keys = jax.random.split(jax.random.PRNGKey(0), 800)
+  draws = np.asarray(jax.vmap(lambda key: audio_visual.other_clips(key, jnp.ones(5, bool)))(keys))
   assert np.all(draws != np.arange(5))
   for clip in range(5):
     counts = np.bincount(draws[:, clip], minlength=5)
     others = np.delete(counts, clip)
     np.testing.assert_allclose(others / 800, 0.25, atol=0.05)
+  # An evaluation batch's padding rows (False) are never a real clip's negative.
+  real = np.array([True, True, False, True, False, True])
+  draws = np.asarray(jax.vmap(lambda key: audio_visual.other_clips(key, jnp.asarray(real)))(keys))
+  for clip in np.nonzero(real)[0]:
+    picked = draws[:, clip]
+    assert set(np.unique(picked)) == set(np.nonzero(real)[0]) - {clip}
+    np.testing.assert_allclose(np.bincount(picked, minlength=6)[real & (np.arange(6) != clip)]
+                               / 800, 1 / 3, atol=0.06)
+
+
+def test_held_out_contrastive_accuracy_ignores_padding_rows(data_dir):
+  config = _tiny(data_dir, "sounding_digits_avid,runlocal=True")
+  method = audio_visual.build(config, config_lib.training_length(config, 1257))
+  rng = np.random.default_rng(2)
+  batch = {"frames": jnp.asarray(rng.uniform(size=(6, 10, 32, 32, 1)), jnp.float32),
+           "audio": jnp.asarray(rng.uniform(-1, 1, size=(6, 4000)), jnp.float32)}
+  params, extra = method.init(jax.random.PRNGKey(0), batch)
+  padded = {key: jnp.concatenate([value, jnp.zeros((4,) + value.shape[1:])])
+            for key, value in batch.items()}
+  padded["mask"] = jnp.arange(10) < 6
+  sums = method.test_metrics(params, extra, padded, jax.random.PRNGKey(1))
+  alone = method.test_metrics(params, extra, {**batch, "mask": jnp.ones(6, bool)},
+                              jax.random.PRNGKey(1))
+  for name in ("loss", "video_to_audio_accuracy", "audio_to_video_accuracy"):
+    assert float(sums[name][1]) == 6.0
+    np.testing.assert_allclose(sums[name][0], alone[name][0], rtol=1e-5, atol=1e-6)
 
 
 def test_distance_fusion_is_an_affine_map_of_the_normalised_distance():

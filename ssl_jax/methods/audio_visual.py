@@ -70,11 +70,16 @@ def network(config) -> AudioVisualNetwork:
       head=CorrespondenceHead(s.fusion, s.hidden_dim))
 
 
-def other_clips(rng: jax.Array, size: int) -> jax.Array:
-  """For each clip i of a batch of `size`, another clip j != i, uniform over the rest:
-  j = (i + 1 + u_i) mod size with u_i uniform in {0, ..., size - 2}."""
-  offsets = jax.random.randint(rng, (size,), 0, max(size - 1, 1))
-  return (jnp.arange(size) + 1 + offsets) % size
+def other_clips(rng: jax.Array, real: jax.Array) -> jax.Array:
+  """For each clip i of a batch, another real clip j != i [b], uniform over the rest (`real`
+  bool [b]: an evaluation batch's padding rows are nobody's negative): the real clips in
+  order, j the one 1 + u_i places after i's, cyclically, u_i uniform in {0, ..., n - 2} (n
+  real clips; for a batch without padding, j = (i + 1 + u_i) mod b)."""
+  count = jnp.sum(real.astype(jnp.int32))
+  order = jnp.argsort(~real, stable=True)  # the real clips first, in order
+  rank = jnp.cumsum(real.astype(jnp.int32)) - 1  # a real clip's place among them
+  offsets = jax.random.randint(rng, real.shape, 0, jnp.maximum(count - 1, 1))
+  return order[(rank + 1 + offsets) % jnp.maximum(count, 1)]
 
 
 def build(config, length) -> Method:
@@ -91,7 +96,7 @@ def build(config, length) -> Method:
 
   def correspondence(params, video, sound, rng, weights):
     """Each clip with its own sound (1) and another clip's (0)."""
-    others = other_clips(rng, video.shape[0])
+    others = other_clips(rng, weights > 0)
     logits = model.apply({"params": params}, jnp.concatenate([video, video]),
                          jnp.concatenate([sound, sound[others]]),
                          method=AudioVisualNetwork.correspond)
@@ -99,19 +104,27 @@ def build(config, length) -> Method:
     value, accuracy = losses.correspondence_cross_entropy(own, other, weights)
     return value, {"correspondence_accuracy": accuracy}
 
-  def contrastive(video, sound):
-    value = (losses.batch_info_nce(video, sound, settings.temperature)
-             + losses.batch_info_nce(sound, video, settings.temperature)) / 2
+  def contrastive(video, sound, weights):
+    """InfoNCE both ways over the real clips (padding rows are nobody's negative)."""
     logits = losses.batch_info_nce_logits(video, sound, settings.temperature)
-    return value, {"video_to_audio_accuracy": losses.top1_accuracy(
-                       logits, jnp.arange(logits.shape[0])),
-                   "audio_to_video_accuracy": losses.top1_accuracy(
-                       logits.T, jnp.arange(logits.shape[0]))}
+    real = weights > 0
+    logits = jnp.where(real[:, None] & real[None, :], logits, -1e9)  # both directions
+    pairs, total = jnp.arange(logits.shape[0]), jnp.maximum(jnp.sum(weights), 1.0)
+
+    def direction(scores):
+      terms = losses.softmax_cross_entropy(scores, pairs)
+      correct = (jnp.argmax(scores, axis=-1) == pairs).astype(jnp.float32)
+      return jnp.sum(terms * weights) / total, jnp.sum(correct * weights) / total
+
+    (video_loss, video_accuracy), (audio_loss, audio_accuracy) = (direction(logits),
+                                                                 direction(logits.T))
+    return (video_loss + audio_loss) / 2, {"video_to_audio_accuracy": video_accuracy,
+                                           "audio_to_video_accuracy": audio_accuracy}
 
   def objective(params, batch, rng, weights):
     video_features, video, sound = towers(params, batch["frames"], batch["audio"])
     if settings.objective == "contrastive":
-      value, metrics = contrastive(video, sound)
+      value, metrics = contrastive(video, sound, weights)
     else:
       value, metrics = correspondence(params, video, sound, rng, weights)
     return value, metrics, video_features
